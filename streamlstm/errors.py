@@ -1,0 +1,56 @@
+"""The exceptions streamlstm raises.
+
+Every error the library raises on purpose derives from :class:`StreamLSTMError`, and also from the
+built-in exception that describes it, so ``except ValueError`` keeps working::
+
+    StreamLSTMError
+    ├── ConfigError(ValueError)        a constructor or method argument has a bad value
+    ├── ArgumentTypeError(TypeError)   an argument has the wrong type
+    ├── ShapeError(ValueError)         an input, mask, state or weight has the wrong shape
+    ├── StateError(ValueError)         an operation does not fit the layer's state (e.g. stateful batch size)
+    └── StreamError(ValueError)        a record batch fed to a stream runtime is invalid
+        └── SchemaError                a column is missing or has the wrong type
+
+Messages name the argument (or column, stream, row), what was expected and what was received, e.g.
+"`units` must be a positive integer, got 0".
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArgumentTypeError",
+    "ConfigError",
+    "SchemaError",
+    "ShapeError",
+    "StateError",
+    "StreamError",
+    "StreamLSTMError",
+]
+
+
+class StreamLSTMError(Exception):
+    """Base class of every error streamlstm raises on purpose."""
+
+
+class ConfigError(StreamLSTMError, ValueError):
+    """An argument has a value outside what is allowed."""
+
+
+class ArgumentTypeError(StreamLSTMError, TypeError):
+    """An argument has the wrong type."""
+
+
+class ShapeError(StreamLSTMError, ValueError):
+    """An input, mask, state or weight has the wrong shape."""
+
+
+class StateError(StreamLSTMError, ValueError):
+    """The operation does not fit the current state of the layer or runtime."""
+
+
+class StreamError(StreamLSTMError, ValueError):
+    """A record batch fed to a stream runtime is invalid; no state was changed."""
+
+
+class SchemaError(StreamError):
+    """A column is missing or has the wrong type."""

@@ -1,0 +1,69 @@
+"""The cell protocol the RNN loop runs, and helpers to call any cell that follows it.
+
+A cell has ``state_size`` (an int or a list of ints), ``output_size``, a call
+``cell(inputs, states, training=None) -> (output, new_states)`` (a ``torch.nn.Module`` whose ``forward``
+has that signature, or any object with such a ``call`` method), and optionally
+``get_initial_state(batch_size, dtype, device)`` and ``build(input_shape)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from streamlstm.errors import ArgumentTypeError
+
+
+def check_cell(cell: Any, argument: str = "cell") -> None:
+    if not hasattr(cell, "state_size") or not (callable(cell) or hasattr(cell, "call")):
+        raise ArgumentTypeError(
+            f"`{argument}` must be a cell with a `state_size` attribute and a call(inputs, states) method, "
+            f"got {type(cell).__name__}"
+        )
+
+
+def state_sizes(cell: Any) -> list[int]:
+    """The cell's ``state_size`` as a flat list of ints."""
+    size = cell.state_size
+    return [int(size)] if isinstance(size, int) else [int(s) for s in size]
+
+
+def output_size(cell: Any) -> int:
+    size = getattr(cell, "output_size", None)
+    return state_sizes(cell)[0] if size is None else int(size)
+
+
+def _accepts_training(fn: Any) -> bool:
+    try:
+        return "training" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def cell_caller(cell: Any):
+    """A function ``(inputs, states, training) -> (output, list_of_states)`` for any protocol cell."""
+    fn = cell if isinstance(cell, torch.nn.Module) else getattr(cell, "call", cell)
+    signature_fn = cell.forward if isinstance(cell, torch.nn.Module) else fn
+    with_training = _accepts_training(signature_fn)
+
+    def call(inputs: torch.Tensor, states: list[Any], training: bool):
+        output, new_states = fn(inputs, states, training=training) if with_training else fn(inputs, states)
+        if isinstance(new_states, torch.Tensor):
+            new_states = [new_states]
+        return output, list(new_states)
+
+    return call
+
+
+def initial_states(cell: Any, batch_size: int, dtype: torch.dtype, device: torch.device) -> list[Any]:
+    """The cell's own initial state, or zeros of its state sizes."""
+    if hasattr(cell, "get_initial_state"):
+        return list(cell.get_initial_state(batch_size=batch_size, dtype=dtype, device=device))
+    return [torch.zeros(batch_size, size, dtype=dtype, device=device) for size in state_sizes(cell)]
+
+
+def build_cell(cell: Any, input_dim: int) -> None:
+    if hasattr(cell, "build") and not getattr(cell, "built", False):
+        cell.build((None, input_dim))

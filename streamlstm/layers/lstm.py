@@ -1,0 +1,112 @@
+"""The LSTM layer: ``RNN(LSTMCell(...))`` with a fused kernel path that serves every mask."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from streamlstm.layers import activations
+from streamlstm.layers.fused import fused_lstm
+from streamlstm.layers.lstm_cell import LSTMCell
+from streamlstm.layers.rnn import RNN
+from streamlstm.layers.rnn_loop import run_loop
+
+__all__ = ["LSTM", "force_generic"]
+
+_FORCE_GENERIC = contextvars.ContextVar("streamlstm_force_generic", default=False)
+_CELL_ARGS = [name for name in inspect.signature(LSTMCell.__init__).parameters if name not in ("self", "dtype", "device")]
+
+
+@contextlib.contextmanager
+def force_generic() -> Iterator[None]:
+    """Within this context every LSTM takes the generic loop (for tests and comparisons)."""
+    token = _FORCE_GENERIC.set(True)
+    try:
+        yield
+    finally:
+        _FORCE_GENERIC.reset(token)
+
+
+class LSTM(RNN):
+    """Long Short-Term Memory layer, with the arguments and numbers of ``tf.keras.layers.LSTM``.
+
+    Args:
+        units and every other :class:`LSTMCell` argument (activation, recurrent_activation, use_bias,
+        the initializers, unit_forget_bias, the regularizers and constraints, dropout, recurrent_dropout,
+        implementation, seed), then every :class:`RNN` argument (activity_regularizer,
+        return_sequences, return_state, go_backwards, stateful, time_major, unroll,
+        zero_output_for_mask), and ``dtype``/``device``. Each has the default and meaning documented
+        there.
+
+    Call arguments and returns: as :class:`RNN`.
+
+    The fused path: with activation tanh, recurrent_activation sigmoid, no recurrent dropout, unroll
+    False and no input dropout from implementation 1, the layer runs PyTorch's fused LSTM kernel (cuDNN
+    on CUDA, the native kernel on CPU) for any mask (see :mod:`streamlstm.layers.fused`). Otherwise it
+    runs the generic loop, with the input projection ``x @ kernel + bias`` hoisted out of the loop.
+    ``layer.last_path`` says which ran ("fused" or "generic").
+
+    Example:
+        >>> layer = LSTM(4, return_sequences=True)
+        >>> x = torch.randn(2, 5, 3)
+        >>> mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 1, 1, 1]], dtype=torch.bool)
+        >>> tuple(layer(x, mask=mask).shape), layer.last_path
+        ((2, 5, 4), 'fused')
+    """
+
+    def __init__(self, units: int, *args: Any, activity_regularizer: Any = None, return_sequences: bool = False,
+                 return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
+                 time_major: bool = False, unroll: bool = False, zero_output_for_mask: bool = False,
+                 dtype: Any = None, device: Any = None, **cell_kwargs: Any) -> None:
+        if args:
+            raise TypeError("LSTM takes `units` positionally; pass the other arguments by keyword")
+        unknown = sorted(set(cell_kwargs) - set(_CELL_ARGS))
+        if unknown:
+            raise TypeError(f"LSTM got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+        cell = LSTMCell(units, dtype=dtype, device=device, **cell_kwargs)
+        super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
+                         go_backwards=go_backwards, stateful=stateful, unroll=unroll, time_major=time_major,
+                         zero_output_for_mask=zero_output_for_mask, activity_regularizer=activity_regularizer,
+                         dtype=dtype, device=device)
+
+    def __getattr__(self, name: str) -> Any:
+        # Keras exposes the cell's configuration on the layer (layer.units, layer.dropout, ...).
+        if name in _CELL_ARGS or name in ("kernel", "recurrent_kernel", "bias", "input_dim"):
+            return getattr(self._modules["cell"], name)
+        return super().__getattr__(name)
+
+    def fused_eligible(self, training: bool) -> bool:
+        """Whether a call with this ``training`` flag takes the fused kernel."""
+        cell = self.cell
+        return (not _FORCE_GENERIC.get() and not self.unroll
+                and activations.is_tanh(cell.activation) and activations.is_sigmoid(cell.recurrent_activation)
+                and not (training and cell.recurrent_dropout)
+                and not (training and cell.dropout and cell.implementation == 1))
+
+    def _run(self, x: torch.Tensor, mask: torch.Tensor | None, states: list[torch.Tensor], training: bool):
+        cell = self.cell
+        cell.reset_dropout_mask()
+        if self.fused_eligible(training):
+            self.last_path = "fused"
+            if training and cell.dropout:
+                x = x * cell._input_masks.get(x[:, 0], cell._generators)[0][:, None, :]
+            return fused_lstm(x, mask, states[0], states[1], cell.kernel, cell.recurrent_kernel, cell.bias,
+                              zero_output_for_mask=self.zero_output_for_mask,
+                              return_sequences=self.return_sequences)
+        self.last_path = "generic"
+        projected = cell.project_inputs(x, training)  # one GEMM for all steps
+        return run_loop(lambda z_t, s: cell.recurrent_step(z_t, s, training), projected, states, mask,
+                        zero_output_for_mask=self.zero_output_for_mask, return_sequences=self.return_sequences)
+
+    def get_config(self) -> dict[str, Any]:
+        config = self.cell.get_config()
+        config.update({k: v for k, v in super().get_config().items() if k != "cell"})
+        return config
+
+    def extra_repr(self) -> str:
+        return ", ".join(part for part in (self.cell.extra_repr(), super().extra_repr()) if part)

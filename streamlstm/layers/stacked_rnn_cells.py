@@ -1,0 +1,87 @@
+"""A stack of cells that behaves as one cell: each cell's output is the next cell's input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from streamlstm.errors import ArgumentTypeError, ShapeError
+from streamlstm.layers.base import Layer
+from streamlstm.layers.cells import build_cell, cell_caller, check_cell, initial_states, output_size, state_sizes
+
+__all__ = ["StackedRNNCells"]
+
+
+class StackedRNNCells(Layer):
+    """Wrapper allowing a stack of RNN cells to behave as a single cell (``tf.keras.layers.StackedRNNCells``).
+
+    Args:
+        cells (list): cells following the cell protocol, applied in order.
+
+    Call arguments:
+        inputs: [batch, input_dim]; states: one state list per cell, ``[[h0, c0], [h1, c1], ...]``;
+        training (bool, None).
+
+    Returns:
+        ``(output_of_last_cell, [new_states_cell0, new_states_cell1, ...])``.
+
+    Example:
+        >>> from streamlstm import LSTMCell, RNN
+        >>> layer = RNN(StackedRNNCells([LSTMCell(8), LSTMCell(4)]), return_state=True)
+        >>> out, s0, s1 = layer(torch.zeros(2, 5, 3))
+        >>> tuple(out.shape), tuple(s0[0].shape), tuple(s1[1].shape)
+        ((2, 4), (2, 8), (2, 4))
+    """
+
+    def __init__(self, cells: list[Any]) -> None:
+        super().__init__()
+        if not isinstance(cells, (list, tuple)) or not cells:
+            raise ArgumentTypeError(f"`cells` must be a non-empty list of cells, got {cells!r}")
+        for index, cell in enumerate(cells):
+            check_cell(cell, f"cells[{index}]")
+        # A ModuleList lets parameters, .to() and state_dict ("cells.0.kernel") see module cells.
+        all_modules = all(isinstance(c, torch.nn.Module) for c in cells)
+        self.cells = torch.nn.ModuleList(cells) if all_modules else list(cells)
+        self._callers = [cell_caller(c) for c in cells]
+
+    @property
+    def state_size(self) -> list[list[int]]:
+        return [state_sizes(cell) for cell in self.cells]
+
+    @property
+    def output_size(self) -> int:
+        return output_size(self.cells[-1])
+
+    def get_initial_state(self, batch_size: int, dtype: torch.dtype | None = None, device: Any = None) -> list[list]:
+        dtype = dtype or torch.float32
+        return [initial_states(cell, batch_size, dtype, device) for cell in self.cells]
+
+    def build(self, input_shape: Any) -> None:
+        input_dim = input_shape if isinstance(input_shape, int) else input_shape[-1]
+        for cell in self.cells:
+            build_cell(cell, input_dim)
+            input_dim = output_size(cell)
+        self.built = True
+
+    def forward(self, inputs: torch.Tensor, states: list[list[Any]], training: bool | None = None):
+        if len(states) != len(self.cells):
+            raise ShapeError(f"`states` must hold one state list per cell ({len(self.cells)}), got {len(states)}")
+        training = self.training if training is None else bool(training)
+        new_states = []
+        for call, cell_states in zip(self._callers, states):
+            inputs, cell_new = call(inputs, list(cell_states), training)
+            new_states.append(cell_new)
+        return inputs, new_states
+
+    def weight_list(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(f"cells.{i}.{name}", p) for i, c in enumerate(self.cells) if isinstance(c, Layer)
+                for name, p in c.weight_list()]
+
+    def reset_dropout_mask(self) -> None:
+        for cell in self.cells:
+            if hasattr(cell, "reset_dropout_mask"):
+                cell.reset_dropout_mask()
+
+    def get_config(self) -> dict[str, Any]:
+        return {"cells": [{"class_name": type(c).__name__, "config": c.get_config()} for c in self.cells]}
