@@ -8,6 +8,7 @@ from streamlstm.layers.fused import fused_lstm
 from streamlstm.layers.lstm import LSTM, force_generic
 from streamlstm.layers.lstm_cell import LSTMCell
 from streamlstm.layers.rnn import RNN
+from streamlstm.layers.serialization import deserialize, serialize
 from streamlstm.layers.stacked_rnn_cells import StackedRNNCells
 
 __all__ = [
@@ -24,4 +25,6 @@ __all__ = [
     "fused_lstm",
     "initializers",
     "regularizers",
+    "serialize",
+    "deserialize",
 ]

@@ -19,7 +19,8 @@ from streamlstm.layers.rnn_loop import run_loop
 __all__ = ["LSTM", "force_generic"]
 
 _FORCE_GENERIC = contextvars.ContextVar("streamlstm_force_generic", default=False)
-_CELL_ARGS = [name for name in inspect.signature(LSTMCell.__init__).parameters if name not in ("self", "dtype", "device")]
+_CELL_ARGS = [name for name in inspect.signature(LSTMCell.__init__).parameters
+              if name not in ("self", "dtype", "device")]
 
 
 @contextlib.contextmanager
