@@ -89,7 +89,8 @@ class LSTM(RNN):
                 and not (training and cell.recurrent_dropout)
                 and not (training and cell.dropout and cell.implementation == 1))
 
-    def _run(self, x: torch.Tensor, mask: torch.Tensor | None, states: list[torch.Tensor], training: bool):
+    def _run(self, x: torch.Tensor, mask: torch.Tensor | None, states: list[torch.Tensor], training: bool,
+             initial_output: torch.Tensor | None = None):
         cell = self.cell
         cell.reset_dropout_mask()
         if self.fused_eligible(training):
@@ -98,11 +99,12 @@ class LSTM(RNN):
                 x = x * cell._input_masks.get(x[:, 0], cell._generators)[0][:, None, :]
             return fused_lstm(x, mask, states[0], states[1], cell.kernel, cell.recurrent_kernel, cell.bias,
                               zero_output_for_mask=self.zero_output_for_mask,
-                              return_sequences=self.return_sequences)
+                              return_sequences=self.return_sequences, initial_output=initial_output)
         self.last_path = "generic"
         projected = cell.project_inputs(x, training)  # one GEMM for all steps
         return run_loop(lambda z_t, s: cell.recurrent_step(z_t, s, training), projected, states, mask,
-                        zero_output_for_mask=self.zero_output_for_mask, return_sequences=self.return_sequences)
+                        zero_output_for_mask=self.zero_output_for_mask, return_sequences=self.return_sequences,
+                        initial_output=initial_output)
 
     def get_config(self) -> dict[str, Any]:
         config = self.cell.get_config()

@@ -181,10 +181,7 @@ class RNN(Layer):
         x = x.to(dtype)
         states = self._starting_states(batch, x, initial_state)
         training = self.training if training is None else bool(training)
-        if self.go_backwards:
-            x = x.flip(1)
-            m = None if m is None else m.flip(1)
-        outputs, last, final = self._run(x, m, states, training)
+        outputs, last, final = self.run_sequences(x, m, states, training=training)
         if self.stateful:
             self._states = [s.detach() for s in final]
             self._batch_size = batch
@@ -207,7 +204,22 @@ class RNN(Layer):
             return [s.to(x.device) for s in self._states]
         return self._flatten(initial_states(self.cell, batch, x.dtype, x.device))
 
-    def _run(self, x: torch.Tensor, mask: torch.Tensor | None, states: list[torch.Tensor], training: bool):
+    def run_sequences(self, x: torch.Tensor, mask: torch.Tensor | None, states: list[torch.Tensor], *,
+                      training: bool = False, initial_output: torch.Tensor | None = None):
+        """The loop without the edge checks, for callers that validated already (the stream runtime).
+
+        ``x`` [batch, time, features] batch-major in the weights' dtype and device, ``mask`` bool
+        [batch, time] or None, ``states`` the flat state list. ``go_backwards`` is applied here. Ignores
+        ``stateful`` (nothing is stored) and ``return_state``. Returns ``(outputs [batch, time, units] in
+        processing order or None when not return_sequences, last_output, final flat states)``.
+        """
+        if self.go_backwards:
+            x = x.flip(1)
+            mask = None if mask is None else mask.flip(1)
+        return self._run(x, mask, states, training, initial_output)
+
+    def _run(self, x: torch.Tensor, mask: torch.Tensor | None, states: list[torch.Tensor], training: bool,
+             initial_output: torch.Tensor | None = None):
         """The generic loop over the cell; subclasses may choose a faster path with the same numbers."""
         if hasattr(self.cell, "reset_dropout_mask"):
             self.cell.reset_dropout_mask()
@@ -218,7 +230,7 @@ class RNN(Layer):
 
         self.last_path = "generic"
         return run_loop(step, x, states, mask, zero_output_for_mask=self.zero_output_for_mask,
-                        return_sequences=self.return_sequences)
+                        return_sequences=self.return_sequences, initial_output=initial_output)
 
     def _package(self, outputs: torch.Tensor | None, last: torch.Tensor, final: list[torch.Tensor]):
         output = last

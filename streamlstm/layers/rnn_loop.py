@@ -6,8 +6,8 @@ For each time step ``t`` (inputs already reversed for ``go_backwards``)::
     if mask is None or mask[:, t]:  states = new;  output_t = out_t
     else:                           states kept;   output_t = prev_output      (zeros if zero_output_for_mask)
 
-``prev_output`` starts as zeros, so steps masked before a row's first real step output zeros even with
-a non-zero initial state. The last output is ``output_{T-1}`` after these rules.
+``prev_output`` starts as zeros (or ``initial_output``), so steps masked before a row's first real
+step output zeros even with a non-zero initial state. The last output is ``output_{T-1}`` after these rules.
 """
 
 from __future__ import annotations
@@ -21,13 +21,16 @@ Step = Callable[[torch.Tensor, list[torch.Tensor]], tuple[torch.Tensor, list[tor
 
 def run_loop(step: Step, inputs: torch.Tensor, states: list[torch.Tensor], mask: torch.Tensor | None,
              *, zero_output_for_mask: bool = False, return_sequences: bool = True,
+             initial_output: torch.Tensor | None = None,
              ) -> tuple[torch.Tensor | None, torch.Tensor, list[torch.Tensor]]:
     """Run ``step`` over ``inputs`` [batch, time, ...] from ``states``.
 
+    ``initial_output`` replaces the zeros that masked steps repeat before a row's first real step (a
+    stream runtime passes each stream's last output from its previous chunk).
     Returns ``(outputs [batch, time, out] or None, last_output [batch, out], final_states)``.
     """
     outputs: list[torch.Tensor] = []
-    output = None
+    output = initial_output
     for t in range(inputs.shape[1]):
         out_t, new_states = step(inputs[:, t], states)
         if mask is None:
