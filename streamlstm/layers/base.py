@@ -121,6 +121,14 @@ class Layer(torch.nn.Module):
     def build_from_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str) -> None:
         """Build from the shapes found in a state dict; layers with weights override this."""
 
+    def _apply(self, fn, *args, **kwargs):
+        # ``.to(dtype)`` / ``.to(device)`` / ``.double()`` on a layer not built yet must reach the weights
+        # that build() creates later: see what ``fn`` makes of an empty tensor of the factory settings.
+        result = super()._apply(fn, *args, **kwargs)
+        probe = fn(torch.empty(0, dtype=self._factory["dtype"], device=self._factory["device"]))
+        self._factory = {"dtype": probe.dtype, "device": probe.device}
+        return result
+
 
 def apply_constraints(module: torch.nn.Module) -> None:
     """Apply the constraints of every streamlstm layer inside ``module`` (any torch Module)."""

@@ -201,7 +201,7 @@ class RNN(Layer):
                 initial_state = [initial_state]
             return self._check_states(initial_state, batch, "initial_state")
         if self.stateful and self._states is not None:
-            return [s.to(x.device) for s in self._states]
+            return [s.to(device=x.device, dtype=x.dtype) for s in self._states]
         return self._flatten(initial_states(self.cell, batch, x.dtype, x.device))
 
     def run_sequences(self, x: torch.Tensor, mask: torch.Tensor | None, states: list[torch.Tensor], *,
