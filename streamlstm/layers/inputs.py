@@ -24,7 +24,10 @@ def as_tensor(value: Any, argument: str, dtype: torch.dtype | None = None,
         array = np.asarray(value)
         if array.dtype == object:
             raise ArgumentTypeError(f"`{argument}` must be numeric, got an array of Python objects")
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device=device)
+        if not array.flags.c_contiguous or any(stride < 0 for stride in array.strides):
+            # ascontiguousarray keeps a negative stride on a length-1 axis, which torch rejects.
+            array = array.copy(order="C")
+        tensor = torch.from_numpy(array).to(device=device)
     else:
         raise ArgumentTypeError(f"`{argument}` must be a torch.Tensor or numpy array, got {type(value).__name__}")
     if dtype is not None and tensor.dtype != dtype:
