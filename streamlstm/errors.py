@@ -8,8 +8,11 @@ built-in exception that describes it, so ``except ValueError`` keeps working::
     ├── ArgumentTypeError(TypeError)   an argument has the wrong type
     ├── ShapeError(ValueError)         an input, mask, state or weight has the wrong shape
     ├── StateError(ValueError)         an operation does not fit the layer's state (e.g. stateful batch size)
-    └── StreamError(ValueError)        a record batch fed to a stream runtime is invalid
-        └── SchemaError                a column is missing or has the wrong type
+    ├── StreamError(ValueError)        a record batch fed to a stream runtime is invalid
+    │   └── SchemaError                a column is missing or has the wrong type
+    └── KerasImportError(ValueError)   a Keras model file cannot be imported
+        ├── KerasFileError             not a readable .keras / .h5 model file (corrupt, wrong type)
+        └── UnsupportedKerasError      a layer class or option streamlstm does not import
 
 Messages name the argument (or column, stream, row), what was expected and what was received, e.g.
 "`units` must be a positive integer, got 0".
@@ -20,11 +23,14 @@ from __future__ import annotations
 __all__ = [
     "ArgumentTypeError",
     "ConfigError",
+    "KerasFileError",
+    "KerasImportError",
     "SchemaError",
     "ShapeError",
     "StateError",
     "StreamError",
     "StreamLSTMError",
+    "UnsupportedKerasError",
 ]
 
 
@@ -54,3 +60,15 @@ class StreamError(StreamLSTMError, ValueError):
 
 class SchemaError(StreamError):
     """A column is missing or has the wrong type."""
+
+
+class KerasImportError(StreamLSTMError, ValueError):
+    """A Keras model file cannot be imported (see ``streamlstm.load_keras``)."""
+
+
+class KerasFileError(KerasImportError):
+    """The file is not a readable Keras model file: corrupt, truncated, or another kind of file."""
+
+
+class UnsupportedKerasError(KerasImportError):
+    """The model uses a layer class or option that ``streamlstm.load_keras`` does not import."""
