@@ -1,16 +1,24 @@
 """The fused LSTM kernel adapter: PyTorch's native LSTM (cuDNN on CUDA) for any Keras mask.
 
-A masked step leaves ``[h, c]`` untouched, so a row's real steps can be run back to back: each row's
-real steps are moved to the front (stable, so their order is kept), the rows are run as one packed
-sequence with per-row lengths, and the outputs are put back with the repeat-previous-output rule::
+A masked step leaves ``[h, c]`` untouched, so a row's real steps can run back to back. Each row's real
+steps are moved to the front (stable, so their order is kept) and the rows run right-padded through the
+ordinary dense kernel, the fastest one PyTorch has on each device. Padding steps are made inert with one
+extra input feature: it is 1 at padding steps and 0 at real ones, and its kernel row adds ``-BIG`` to
+the input gate and ``+BIG`` to the forget gate. There ``sigmoid`` saturates to exactly 0 and 1, so::
+
+    c' = 1 * c + 0 * tanh(c~) = c          (bit for bit; the gradient passes through unchanged)
+
+while real steps see ``x @ kernel + 0 * BIG``, the same numbers as without the feature. ``h`` is not
+preserved by padding steps, so the final ``h`` of each row is read from its output at its last real
+step. Outputs are put back with the repeat-previous-output rule, in one ``index_select``::
 
     k[b, t] = number of real steps of row b up to and including t
     out[b, t] = 0                                   if zero_output_for_mask and not mask[b, t]
-              = packed_output(row b, step k - 1)    if k > 0
+              = output(row b, real step k - 1)      if k > 0
               = initial_output[b] (default 0)       otherwise
 
-One ``index_select`` builds the packed input and one builds the outputs. Fully masked rows never enter
-the kernel: their outputs are zeros and their final states are their initial states.
+Rows without a real step keep their initial states. The saturation holds while ``|x @ kernel + h @
+recurrent_kernel + bias|`` stays far below ``BIG`` (1e6, or 1e4 in float16), true of any trained LSTM.
 """
 
 from __future__ import annotations
@@ -20,15 +28,20 @@ import torch
 Result = tuple[torch.Tensor | None, torch.Tensor, list[torch.Tensor]]
 
 
-def _weights(kernel: torch.Tensor, recurrent_kernel: torch.Tensor, bias: torch.Tensor | None) -> list[torch.Tensor]:
-    if bias is None:
-        return [kernel.T, recurrent_kernel.T]
-    return [kernel.T, recurrent_kernel.T, bias, torch.zeros_like(bias)]
+def _big(dtype: torch.dtype) -> float:
+    return 1e4 if dtype == torch.float16 else 1e6
 
 
-def _needs_train_mode(*tensors: torch.Tensor) -> bool:
+def _run_kernel(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, kernel: torch.Tensor,
+                recurrent_kernel: torch.Tensor, bias: torch.Tensor | None):
+    weights = [kernel.T, recurrent_kernel.T]
+    if bias is not None:
+        weights += [bias, torch.zeros_like(bias)]
     # cuDNN keeps the workspace for backward only in train mode; on CPU the flag changes nothing.
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors if t is not None)
+    train = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, h0, c0, kernel, recurrent_kernel, bias))
+    out, h_n, c_n = torch._VF.lstm(x, (h0[None], c0[None]), weights, bias is not None, 1, 0.0, train, False, True)
+    return out, h_n[0], c_n[0]
 
 
 def fused_lstm(x: torch.Tensor, mask: torch.Tensor | None, h0: torch.Tensor, c0: torch.Tensor,
@@ -41,58 +54,47 @@ def fused_lstm(x: torch.Tensor, mask: torch.Tensor | None, h0: torch.Tensor, c0:
     numbers of the generic Keras loop. ``initial_output`` [batch, units] replaces the zeros repeated by
     masked steps before a row's first real step.
     """
-    weights = _weights(kernel, recurrent_kernel, bias)
-    train = _needs_train_mode(x, h0, c0, kernel, recurrent_kernel, bias)
     if mask is None or bool(mask.all()):
-        out, h_n, c_n = torch._VF.lstm(x, (h0[None], c0[None]), weights, bias is not None, 1, 0.0, train,
-                                       False, True)
-        return (out if return_sequences else None), out[:, -1], [h_n[0], c_n[0]]
-    return _fused_masked(x, mask, h0, c0, weights, bias is not None, train, zero_output_for_mask, return_sequences,
-                         initial_output)
-
-
-def _fused_masked(x, mask, h0, c0, weights, has_biases, train, zero_output_for_mask, return_sequences,
-                  initial_output) -> Result:
+        out, h_n, c_n = _run_kernel(x, h0, c0, kernel, recurrent_kernel, bias)
+        return (out if return_sequences else None), out[:, -1], [h_n, c_n]
     batch, time, features = x.shape
-    device = x.device
-    lengths = mask.sum(dim=1)
-    sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
-    live = int((sorted_lengths > 0).sum())
     units = h0.shape[1]
+    lengths = mask.sum(dim=1)
+    steps = int(lengths.max())
     before_first = x.new_zeros(batch, units) if initial_output is None else initial_output
-    if live == 0:  # every row fully masked: outputs repeat the initial output, states unchanged
+    if steps == 0:  # every row fully masked: outputs repeat the initial output, states unchanged
         outputs = before_first[:, None, :].expand(batch, time, units)
-        if zero_output_for_mask:
-            outputs = torch.zeros_like(outputs)
+        outputs = torch.zeros_like(outputs) if zero_output_for_mask else outputs
         return (outputs if return_sequences else None), outputs[:, -1], [h0, c0]
-    max_len = int(sorted_lengths[0])
-    steps = torch.arange(max_len, device=device)
-    # Packed layout: time-major, within a time step the rows in `order`, only rows still running.
-    running = steps[:, None] < sorted_lengths[None, :]                     # [max_len, batch]
-    batch_sizes = running.sum(dim=1)
-    real_first = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)  # real steps' times, in order
-    source = order[None, :] * time + real_first[order, :max_len].T          # flat [batch*time] index
-    packed_x = x.reshape(batch * time, features).index_select(0, source[running])
-    live_rows = order[:live]
-    hx = (h0.index_select(0, live_rows)[None], c0.index_select(0, live_rows)[None])
-    packed_out, h_n, c_n = torch._VF.lstm(packed_x, batch_sizes.cpu(), hx, weights, has_biases, 1, 0.0, train,
-                                          False)
-    h_final = h0.index_copy(0, live_rows, h_n[0])
-    c_final = c0.index_copy(0, live_rows, c_n[0])
-    # Where each (row, t) finds its output in `table` = packed_out, then one initial-output row per row,
-    # then one zero row.
-    offsets = torch.cumsum(batch_sizes, 0) - batch_sizes                  # start of each packed step
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(batch, device=device)
-    seen = torch.cumsum(mask, dim=1)                                       # real steps up to t
-    first_rows = packed_out.shape[0] + torch.arange(batch, device=device)[:, None]
-    zero_row = packed_out.shape[0] + batch
-    index = offsets[(seen - 1).clamp(min=0)] + rank[:, None]
-    index = torch.where(seen > 0, index, first_rows)
+    compact = _compact_inputs(x, mask, lengths, steps)
+    inert = torch.zeros(1, 4 * units, dtype=kernel.dtype, device=kernel.device)
+    inert[0, :units], inert[0, units:2 * units] = -_big(kernel.dtype), _big(kernel.dtype)
+    out, _, c_n = _run_kernel(compact, h0, c0, torch.cat([kernel, inert]), recurrent_kernel, bias)
+    rows = torch.arange(batch, device=x.device)
+    last_real = out[rows, (lengths - 1).clamp(min=0)]
+    h_n = torch.where((lengths > 0)[:, None], last_real, h0)
+    # Where each (row, t) finds its output in `table`: its compacted output, its initial output, or zero.
+    table = torch.cat([out.reshape(batch * steps, units), before_first, out.new_zeros(1, units)])
+    seen = torch.cumsum(mask, dim=1) if return_sequences else lengths[:, None]
+    step_mask = mask if return_sequences else mask[:, -1:]
+    index = torch.where(seen > 0, rows[:, None] * steps + seen - 1, batch * steps + rows[:, None])
     if zero_output_for_mask:
-        index = torch.where(mask, index, zero_row)
-    table = torch.cat([packed_out, before_first, packed_out.new_zeros(1, units)])
-    if return_sequences:
-        outputs = table.index_select(0, index.reshape(-1)).view(batch, time, units)
-        return outputs, outputs[:, -1], [h_final, c_final]
-    return None, table.index_select(0, index[:, -1]), [h_final, c_final]
+        index = torch.where(step_mask, index, batch * steps + batch)
+    picked = table.index_select(0, index.reshape(-1)).view(batch, -1, units)
+    return (picked if return_sequences else None), picked[:, -1], [h_n, c_n]
+
+
+def _compact_inputs(x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """[batch, steps, features + 1]: each row's real steps first, then padding; the last feature is 1
+    at padding steps."""
+    batch, time, features = x.shape
+    real_first = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :steps]
+    padding = torch.arange(steps, device=x.device)[None, :] >= lengths[:, None]
+    source = torch.arange(batch, device=x.device)[:, None] * time + real_first
+    source = torch.where(padding, batch * time, source)
+    # One gather from a table of the inputs with a 0 indicator column and one padding row [0 ... 0, 1].
+    table = torch.cat([x.reshape(batch * time, features), x.new_zeros(batch * time, 1)], dim=1)
+    padding_row = x.new_zeros(1, features + 1)
+    padding_row[0, -1] = 1
+    table = torch.cat([table, padding_row])
+    return table.index_select(0, source.reshape(-1)).view(batch, steps, features + 1)
