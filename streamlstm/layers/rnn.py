@@ -118,7 +118,8 @@ class RNN(Layer):
         return [(f"cell.{name}", p) for name, p in self.cell.weight_list()] if isinstance(self.cell, Layer) else []
 
     def _weights_dtype_device(self) -> tuple[torch.dtype, torch.device | None]:
-        params = [p for _, p in self.weight_list()]
+        # A user-written Module cell has parameters but no Keras weight list: follow them too.
+        params = [p for _, p in self.weight_list()] or [p for p in self.parameters() if p.is_floating_point()]
         if params:
             return params[0].dtype, params[0].device
         return self._factory["dtype"], self._factory["device"]
