@@ -88,8 +88,11 @@ def _compact_inputs(x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, 
     """[batch, steps, features + 1]: each row's real steps first, then padding; the last feature is 1
     at padding steps."""
     batch, time, features = x.shape
-    real_first = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :steps]
     padding = torch.arange(steps, device=x.device)[None, :] >= lengths[:, None]
+    if bool((mask[:, :steps] != ~padding).sum() == 0) and not bool(mask[:, steps:].any()):
+        # Right-padded already (the common case): no reordering, only the indicator column.
+        return torch.cat([x[:, :steps], padding[..., None].to(x.dtype)], dim=2)
+    real_first = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :steps]
     source = torch.arange(batch, device=x.device)[:, None] * time + real_first
     source = torch.where(padding, batch * time, source)
     # One gather from a table of the inputs with a 0 indicator column and one padding row [0 ... 0, 1].
