@@ -20,3 +20,11 @@ def test_unknown_command_is_a_usage_error():
     result = run_cli("no-such-command")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_demo_shows_the_layers_and_fused_generic_agreement():
+    result = run_cli("demo")
+    assert result.returncode == 0, result.stderr
+    assert "RNN(LSTMCell(4), return_sequences, return_state)" in result.stdout
+    difference = float(result.stdout.rsplit("max |difference|:", 1)[1].split()[0])
+    assert difference < 1e-5
