@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from streamlstm.errors import ArgumentTypeError
 from streamlstm.layers import activations
 from streamlstm.layers.fused import fused_lstm
 from streamlstm.layers.lstm_cell import LSTMCell
@@ -65,10 +66,10 @@ class LSTM(RNN):
                  time_major: bool = False, unroll: bool = False, zero_output_for_mask: bool = False,
                  dtype: Any = None, device: Any = None, **cell_kwargs: Any) -> None:
         if args:
-            raise TypeError("LSTM takes `units` positionally; pass the other arguments by keyword")
+            raise ArgumentTypeError("LSTM takes `units` positionally; pass the other arguments by keyword")
         unknown = sorted(set(cell_kwargs) - set(_CELL_ARGS))
         if unknown:
-            raise TypeError(f"LSTM got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+            raise ArgumentTypeError(f"LSTM got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
         cell = LSTMCell(units, dtype=dtype, device=device, **cell_kwargs)
         super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
                          go_backwards=go_backwards, stateful=stateful, unroll=unroll, time_major=time_major,

@@ -224,7 +224,8 @@ class LSTMCell(Layer):
 
     def _check_states(self, states: Any, batch: int) -> list[torch.Tensor]:
         if isinstance(states, torch.Tensor) or not isinstance(states, (list, tuple)) or len(states) != 2:
-            raise ShapeError(f"`states` must be a list [h, c], got {type(states).__name__}")
+            got = f"a list of {len(states)}" if isinstance(states, (list, tuple)) else type(states).__name__
+            raise ShapeError(f"`states` must be a list [h, c], got {got}")
         out = []
         for name, state in zip("hc", states):
             state = torch.as_tensor(state).to(self.kernel.dtype)

@@ -41,6 +41,10 @@ class Registry:
 
         return decorator
 
+    @property
+    def _a_family(self) -> str:
+        return f"{'an' if self.family[0] in 'aeiou' else 'a'} {self.family}"
+
     def names(self) -> list[str]:
         return sorted(name for name in self._factories if name == snake_case(name))
 
@@ -57,13 +61,13 @@ class Registry:
         if identifier is None:
             if allow_none:
                 return None
-            raise ConfigError(f"`{argument}` must name a {self.family}, got None")
+            raise ConfigError(f"`{argument}` must name {self._a_family}, got None")
         if isinstance(identifier, str):
             return self.lookup(identifier, argument)()
         if isinstance(identifier, dict):
             if "class_name" not in identifier:
                 raise ConfigError(
-                    f"`{argument}`: a {self.family} given as a dict needs a 'class_name' key, got {sorted(identifier)}"
+                    f"`{argument}`: {self._a_family} given as a dict needs a 'class_name' key, got {sorted(identifier)}"
                 )
             config = identifier.get("config") or {}
             return self.lookup(identifier["class_name"], argument)(**config)
@@ -72,7 +76,7 @@ class Registry:
         if callable(identifier):
             return identifier
         raise ArgumentTypeError(
-            f"`{argument}` must be a {self.family} name, a Keras config dict or a callable, "
+            f"`{argument}` must be {self._a_family} name, a Keras config dict or a callable, "
             f"got {type(identifier).__name__}"
         )
 
