@@ -128,7 +128,7 @@ def test_initializer_seed_and_config_round_trip() -> None:
 def test_unknown_initializer() -> None:
     with pytest.raises(ConfigError, match=r"`kernel_initializer`: unknown initializer 'glorot'; expected one of"):
         initializers.get("glorot", "kernel_initializer")
-    with pytest.raises(ConfigError, match=r"`bias_initializer` must name an? initializer, got None"):
+    with pytest.raises(ConfigError, match=r"`bias_initializer` must name an initializer, got None"):
         initializers.get(None, "bias_initializer")
 
 
