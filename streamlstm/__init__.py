@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streamlstm import errors, layers
 from streamlstm.errors import StreamLSTMError
+from streamlstm.keras_import import load_keras
 from streamlstm.layers import LSTM, RNN, LSTMCell, StackedRNNCells
 
 __version__ = "0.1.0"
@@ -17,4 +18,5 @@ __all__ = [
     "__version__",
     "errors",
     "layers",
+    "load_keras",
 ]

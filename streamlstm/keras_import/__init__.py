@@ -36,6 +36,8 @@ __all__ = [
     "load_keras",
 ]
 
+_WEIGHTED = ("LSTM", "RNN", "Bidirectional", "Dense", "TimeDistributed")
+
 
 def load_keras(path: str | Path) -> KerasModel:
     """Load a Keras model file as a torch module that returns what Keras's ``predict`` returns.
@@ -79,7 +81,7 @@ def _weights(file: KerasFile, spec: LayerSpec, used_names: dict[str, int]) -> li
     prefix = "layers/" + base + (f"_{used_names[base]}" if used_names[base] else "")
     arrays = []
     for key in keras3_weight_paths(spec, prefix):
-        if spec.class_name not in ("InputLayer", "Masking", "Dropout", "Activation") and key not in file.weights:
+        if spec.class_name in _WEIGHTED and key not in file.weights:
             raise KerasFileError(
                 f"{str(file.path)!r}: the weights of layer {spec.name!r} ({spec.class_name}) are missing "
                 f"(expected variables at {key!r} in model.weights.h5)"
