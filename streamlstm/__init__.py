@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LSTM",
-    "RNN",
     "LSTMCell",
+    "RNN",
     "StackedRNNCells",
     "StreamLSTMError",
     "__version__",
