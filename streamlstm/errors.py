@@ -10,6 +10,8 @@ built-in exception that describes it, so ``except ValueError`` keeps working::
     ├── StateError(ValueError)         an operation does not fit the layer's state (e.g. stateful batch size)
     ├── StreamError(ValueError)        a record batch fed to a stream runtime is invalid
     │   └── SchemaError                a column is missing or has the wrong type
+    ├── SourceError(ValueError)        a replay input or output file cannot be read or written
+    ├── CheckpointError(ValueError)    a replay checkpoint is present, unreadable or from another run
     └── KerasImportError(ValueError)   a Keras model file cannot be imported
         ├── KerasFileError             not a readable .keras / .h5 model file (corrupt, wrong type)
         └── UnsupportedKerasError      a layer class or option streamlstm does not import
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 __all__ = [
     "ArgumentTypeError",
+    "CheckpointError",
     "ConfigError",
     "KerasFileError",
     "KerasImportError",
     "SchemaError",
     "ShapeError",
+    "SourceError",
     "StateError",
     "StreamError",
     "StreamLSTMError",
@@ -60,6 +64,14 @@ class StreamError(StreamLSTMError, ValueError):
 
 class SchemaError(StreamError):
     """A column is missing or has the wrong type."""
+
+
+class SourceError(StreamLSTMError, ValueError):
+    """A replay input is missing, unreadable or not Arrow/Parquet, or an output file cannot be written."""
+
+
+class CheckpointError(StreamLSTMError, ValueError):
+    """A replay checkpoint exists without ``resume``, cannot be read, or was written by a different run."""
 
 
 class KerasImportError(StreamLSTMError, ValueError):
