@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from streamlstm import errors, layers
 from streamlstm.errors import StreamLSTMError
+from streamlstm.io import load_model, save_model
 from streamlstm.keras_import import load_keras
 from streamlstm.layers import LSTM, RNN, LSTMCell, StackedRNNCells
+from streamlstm.runtime import StreamRuntime
 
 __version__ = "0.1.0"
 
@@ -15,8 +17,11 @@ __all__ = [
     "RNN",
     "StackedRNNCells",
     "StreamLSTMError",
+    "StreamRuntime",
     "__version__",
     "errors",
     "layers",
     "load_keras",
+    "load_model",
+    "save_model",
 ]

@@ -1,0 +1,185 @@
+"""Replay checkpoints: the runtime state, the input position and the output rows, committed atomically.
+
+A checkpoint directory holds:
+
+======================== ===========================================================================
+``checkpoint.json``      the commit record (below); replacing it (temp + fsync + rename) is the one
+                         atomic step that moves a checkpoint forward
+``runtime-NNNNNN.state`` the :meth:`StreamRuntime.save` file the record names
+``output/part-*.arrows`` the output rows of each checkpoint interval (see :mod:`streamlstm.io.sinks`)
+======================== ===========================================================================
+
+``checkpoint.json`` holds ``format_version``, ``input_rows`` (rows of the input consumed),
+``output_rows`` and ``parts`` (rows and parts of output durably written), ``batches``, ``runtime``
+(the state file's name), ``done`` (every input row was processed) and ``run``: the options that
+decide the output (input, model, columns, batch rows, ...). A resumed run must present the same
+``run``; anything written after the record (a newer state file, unsealed or newer parts) is deleted
+and recomputed, which is what makes a resumed output exactly equal to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamlstm.errors import CheckpointError
+from streamlstm.io.sinks import PartSink, fsync_dir
+
+__all__ = ["Checkpoint", "CheckpointRecord", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_RECORD = "checkpoint.json"
+_STATE = re.compile(r"runtime-(\d{6})\.state(\.tmp)?$")
+
+
+@dataclass
+class CheckpointRecord:
+    """What ``checkpoint.json`` holds (see the module docstring)."""
+
+    input_rows: int = 0
+    output_rows: int = 0
+    parts: int = 0
+    batches: int = 0
+    runtime: str | None = None
+    done: bool = False
+    run: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+class Checkpoint:
+    """The checkpoint directory of one replay run.
+
+    Args:
+        directory: the checkpoint directory (created if missing).
+        run: the options that decide the output; a resumed run must match them.
+        resume: continue from an existing checkpoint instead of refusing it.
+    """
+
+    def __init__(self, directory: str | os.PathLike, run: dict[str, Any], *, resume: bool) -> None:
+        self.directory = Path(directory)
+        self.run = json.loads(json.dumps(run))  # the form it takes after a round trip
+        self.resume = resume
+        self.parts = PartSink(self.directory / "output")
+        self._created = not self.directory.exists()
+        self._committed = False
+
+    @property
+    def record_path(self) -> Path:
+        return self.directory / _RECORD
+
+    def open(self) -> CheckpointRecord | None:
+        """The record to resume from (None: start from the first row), after clearing what it does not name.
+
+        Raises:
+            CheckpointError: a checkpoint exists but ``resume`` is false, or it is unreadable, or it was
+                written by a run with other options.
+        """
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CheckpointError(f"checkpoint directory {self.directory} is a file")
+        record = self._read() if self.record_path.exists() else None
+        if record is not None and not self.resume:
+            raise CheckpointError(
+                f"{self.directory} holds the checkpoint of an unfinished replay ({record.input_rows:,} input rows "
+                f"done); add --resume (resume=True) to continue it, or delete {self.directory} to start over")
+        if record is not None:
+            self._check_run(record)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create checkpoint directory {self.directory}: "
+                                  f"{exc.strerror or exc}") from exc
+        self._discard_states(keep=record.runtime if record else None)
+        self.parts.discard_after(record.parts if record else 0)
+        self.parts.next_part = record.parts if record else 0
+        if record is not None:
+            self._committed = True
+            written = self.parts.part_rows()
+            if written != record.output_rows:
+                raise CheckpointError(f"checkpoint in {self.directory} is damaged: it counts "
+                                      f"{record.output_rows:,} output rows but its parts hold {written:,}; "
+                                      f"delete {self.directory} to start over")
+        return record
+
+    def _read(self) -> CheckpointRecord:
+        try:
+            data = json.loads(self.record_path.read_text())
+            record = CheckpointRecord(**data)
+        except (OSError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"cannot read checkpoint {self.record_path}: {exc}; delete {self.directory} "
+                                  f"to start over") from exc
+        if record.format_version != FORMAT_VERSION:
+            raise CheckpointError(f"checkpoint {self.record_path} has format_version {record.format_version}, "
+                                  f"this streamlstm reads {FORMAT_VERSION}; delete {self.directory} to start over")
+        if record.runtime is not None and not (self.directory / record.runtime).is_file():
+            raise CheckpointError(f"checkpoint in {self.directory} is damaged: {record.runtime} is missing; "
+                                  f"delete {self.directory} to start over")
+        return record
+
+    def _check_run(self, record: CheckpointRecord) -> None:
+        for name in sorted(set(record.run) | set(self.run)):
+            then, now = record.run.get(name), self.run.get(name)
+            if then != now:
+                raise CheckpointError(f"the checkpoint in {self.directory} was written by a different run "
+                                      f"({name}: {then!r} then, {now!r} now); rerun with the same options, "
+                                      f"or delete {self.directory} to start over")
+
+    def _discard_states(self, keep: str | None) -> None:
+        for path in self.directory.iterdir():
+            if _STATE.match(path.name) and path.name != keep:
+                path.unlink()
+
+    def state_path(self, record: CheckpointRecord) -> Path:
+        return self.directory / record.runtime
+
+    def commit(self, runtime: Any, record: CheckpointRecord) -> CheckpointRecord:
+        """Seal the output part, save ``runtime``, then atomically replace the record; returns the new one."""
+        record.parts = self.parts.seal()
+        sequence = record.batches
+        state = f"runtime-{sequence:06d}.state"
+        runtime.save(self.directory / state)
+        _fsync(self.directory / state)
+        previous, record.runtime = record.runtime, state
+        record.run = self.run
+        tmp = self.record_path.with_name(_RECORD + ".tmp")
+        with open(tmp, "w") as handle:
+            json.dump(asdict(record), handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.record_path)
+        fsync_dir(self.directory)
+        self._committed = True
+        if previous is not None and previous != state:
+            (self.directory / previous).unlink(missing_ok=True)
+        return record
+
+    def clear(self) -> None:
+        """Remove the checkpoint after a successful run (the record first: then it no longer exists)."""
+        self.record_path.unlink(missing_ok=True)
+        fsync_dir(self.directory)
+        self._remove_files(remove_directory=True)
+
+    def abandon(self) -> None:
+        """After an error: keep a committed checkpoint to resume from, else leave nothing behind."""
+        self.parts.abort()
+        if not self._committed:
+            self._remove_files(remove_directory=self._created)
+
+    def _remove_files(self, remove_directory: bool) -> None:
+        if not self.directory.is_dir():
+            return
+        self._discard_states(keep=None)
+        self.parts.remove_all()
+        for path in (self.parts.directory, self.directory) if remove_directory else (self.parts.directory,):
+            try:
+                path.rmdir()
+            except OSError:  # not empty (files we did not write) or already gone
+                pass

@@ -1,0 +1,190 @@
+"""``save_model`` / ``load_model``: a model as one file of JSON config plus raw tensors, no pickle.
+
+Format (``format_version`` 1): an Arrow IPC file (``pyarrow.ipc.new_file``) whose schema metadata holds
+
+- ``streamlstm.format`` = ``"model"``, ``streamlstm.format_version`` = ``"1"``;
+- ``streamlstm.model_config`` = JSON: a streamlstm layer in Keras serialized form
+  (``{"class_name": "LSTM", "config": {...}}``, see :func:`streamlstm.layers.serialize`), or
+  ``{"class_name": "Sequential", "config": {"layers": [...]}}`` whose members are such layers or torch
+  modules named ``"torch.nn.<Class>"`` with their constructor arguments (:data:`TORCH_MODULES`).
+
+and one record batch with a row per ``state_dict`` tensor: ``name`` (string), ``dtype`` (string, e.g.
+``"float32"``), ``shape`` (list<int64>) and ``data`` (large_binary: the C-contiguous little-endian
+bytes). Loading rebuilds the model from the config and loads the tensors with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from streamlstm.errors import ArgumentTypeError, ConfigError
+from streamlstm.layers import RNN, Layer
+from streamlstm.layers.serialization import deserialize, serialize
+
+__all__ = ["TORCH_MODULES", "load_model", "model_from_bytes", "model_to_bytes", "save_model", "write_atomic"]
+
+FORMAT_VERSION = 1
+
+TORCH_MODULES: dict[str, tuple[type, tuple[str, ...]]] = {
+    "Linear": (torch.nn.Linear, ("in_features", "out_features", "bias")),
+    "Identity": (torch.nn.Identity, ()),
+    "ReLU": (torch.nn.ReLU, ()),
+    "Tanh": (torch.nn.Tanh, ()),
+    "Sigmoid": (torch.nn.Sigmoid, ()),
+    "SiLU": (torch.nn.SiLU, ()),
+    "GELU": (torch.nn.GELU, ("approximate",)),
+    "ELU": (torch.nn.ELU, ("alpha",)),
+    "LeakyReLU": (torch.nn.LeakyReLU, ("negative_slope",)),
+    "Softplus": (torch.nn.Softplus, ("beta", "threshold")),
+    "Softmax": (torch.nn.Softmax, ("dim",)),
+    "Dropout": (torch.nn.Dropout, ("p",)),
+    "LayerNorm": (torch.nn.LayerNorm, ("normalized_shape", "eps", "elementwise_affine")),
+}
+
+_DTYPES = {name: getattr(torch, name) for name in ("float16", "bfloat16", "float32", "float64", "int8", "int16",
+                                                   "int32", "int64", "uint8", "bool")}
+
+
+def _module_config(module: torch.nn.Module) -> dict[str, Any]:
+    if isinstance(module, (RNN, Layer)):
+        return serialize(module)
+    if isinstance(module, torch.nn.Sequential):
+        return {"class_name": "Sequential", "config": {"layers": [_module_config(m) for m in module]}}
+    name = type(module).__name__
+    if name not in TORCH_MODULES or type(module) is not TORCH_MODULES[name][0]:
+        supported = ", ".join(["streamlstm layers", "Sequential", *sorted(f"torch.nn.{n}" for n in TORCH_MODULES)])
+        raise ConfigError(f"cannot save a model containing {type(module).__module__}.{name}; supported: {supported}")
+    config = {}
+    for arg in TORCH_MODULES[name][1]:
+        value = getattr(module, arg)
+        if arg == "bias":
+            value = value is not None
+        config[arg] = list(value) if isinstance(value, tuple) else value
+    return {"class_name": f"torch.nn.{name}", "config": config}
+
+
+def _build(config: dict[str, Any]) -> torch.nn.Module:
+    name = config.get("class_name")
+    if name == "Sequential":
+        return torch.nn.Sequential(*[_build(member) for member in config["config"]["layers"]])
+    if isinstance(name, str) and name.startswith("torch.nn."):
+        short = name[len("torch.nn."):]
+        if short not in TORCH_MODULES:
+            raise ConfigError(f"unknown module class {name!r} in the model file")
+        return TORCH_MODULES[short][0](**config["config"])
+    return deserialize(config)
+
+
+def _tensor_table(state: dict[str, torch.Tensor]) -> pa.RecordBatch:
+    names, dtypes, shapes, blobs = [], [], [], []
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu().contiguous()
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        raw = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
+        names.append(name)
+        dtypes.append(dtype)
+        shapes.append(list(tensor.shape))
+        blobs.append(raw.numpy().astype(raw.numpy().dtype.newbyteorder("<"), copy=False).tobytes())
+    return pa.record_batch({"name": pa.array(names, pa.string()), "dtype": pa.array(dtypes, pa.string()),
+                            "shape": pa.array(shapes, pa.list_(pa.int64())),
+                            "data": pa.array(blobs, pa.large_binary())})
+
+
+def _tensors(batch: pa.RecordBatch) -> dict[str, torch.Tensor]:
+    state = {}
+    for name, dtype, shape, blob in zip(*(batch.column(c).to_pylist() for c in ("name", "dtype", "shape", "data"))):
+        if dtype not in _DTYPES:
+            raise ConfigError(f"tensor {name!r} has unsupported dtype {dtype!r} in the model file")
+        torch_dtype = _DTYPES[dtype]
+        np_dtype = np.int16 if torch_dtype == torch.bfloat16 else torch.empty(0, dtype=torch_dtype).numpy().dtype
+        array = np.frombuffer(blob, dtype=np.dtype(np_dtype).newbyteorder("<")).astype(np_dtype).reshape(shape)
+        tensor = torch.from_numpy(array.copy())
+        state[name] = tensor.view(torch.bfloat16) if torch_dtype == torch.bfloat16 else tensor
+    return state
+
+
+def model_to_bytes(model: torch.nn.Module) -> bytes:
+    """The model file's bytes (see the module docstring)."""
+    if not isinstance(model, torch.nn.Module):
+        raise ArgumentTypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    config = _module_config(model)
+    batch = _tensor_table(model.state_dict())
+    metadata = {b"streamlstm.format": b"model", b"streamlstm.format_version": str(FORMAT_VERSION).encode(),
+                b"streamlstm.model_config": json.dumps(config).encode()}
+    sink = io.BytesIO()
+    with pa.ipc.new_file(sink, batch.schema.with_metadata(metadata)) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def model_from_bytes(data: bytes, device: Any = None) -> torch.nn.Module:
+    """Rebuild a model from :func:`model_to_bytes` output, in eval mode."""
+    try:
+        reader = pa.ipc.open_file(pa.BufferReader(data))
+    except pa.ArrowInvalid as exc:
+        raise ConfigError(f"not a streamlstm model file: {exc}") from exc
+    metadata = reader.schema.metadata or {}
+    if metadata.get(b"streamlstm.format") != b"model":
+        raise ConfigError("not a streamlstm model file (no streamlstm.format = 'model' in its metadata)")
+    version = int(metadata.get(b"streamlstm.format_version", b"0"))
+    if version != FORMAT_VERSION:
+        raise ConfigError(f"model file format_version {version} is not supported (this streamlstm reads "
+                          f"{FORMAT_VERSION})")
+    model = _build(json.loads(metadata[b"streamlstm.model_config"]))
+    state = _tensors(reader.read_all().combine_chunks().to_batches()[0]) if reader.num_record_batches else {}
+    model.load_state_dict(state, strict=True)   # builds streamlstm layers from the tensor shapes
+    floating = {t.dtype for t in state.values() if t.is_floating_point()}
+    if len(floating) == 1:
+        model.to(floating.pop())
+        model.load_state_dict(state, strict=True)  # exact values in the saved dtype
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | Any) -> None:
+    """Write ``data`` (bytes, or a callable taking a binary file) to ``path`` via a temp file + rename."""
+    target = Path(path)
+    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(handle, "wb") as sink:
+            if isinstance(data, (bytes, bytearray)):
+                sink.write(data)
+            else:
+                data(sink)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Write ``model`` (a streamlstm layer or a Sequential of supported modules) to ``path`` atomically.
+
+    Example:
+        >>> import tempfile, os, torch, streamlstm as sl
+        >>> model = torch.nn.Sequential(sl.LSTM(4, return_sequences=True), torch.nn.Linear(4, 1))
+        >>> _ = model[0].build((None, None, 3))
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.slm")
+        >>> sl.save_model(model, path)
+        >>> loaded = sl.load_model(path)
+        >>> bool(torch.equal(loaded[0].cell.kernel, model[0].cell.kernel))
+        True
+    """
+    write_atomic(path, model_to_bytes(model))
+
+
+def load_model(path: str | os.PathLike, device: Any = None) -> torch.nn.Module:
+    """Read a model written by :func:`save_model` (in eval mode, on ``device`` when given)."""
+    return model_from_bytes(Path(path).read_bytes(), device=device)

@@ -1,0 +1,262 @@
+"""Replay recorded Arrow data through a model, stream by stream, exactly as it would have run live.
+
+Three entry points share one set of options:
+
+- :func:`replay` yields the output record batches (an iterator: memory stays flat);
+- :func:`replay_table` collects them into a ``pyarrow.Table``;
+- :func:`replay_to_file` writes them to an Arrow IPC or Parquet file, optionally checkpointed and
+  resumable after a crash (what ``streamlstm replay`` runs).
+
+Options (keyword-only; the ``streamlstm replay`` flags of the same names mean the same):
+
+    key (str, "stream_id"), features (str | list[str], "x"), mask, reset, end, time (str, None),
+    mode (str, "auto"), device (str, None): as for :class:`streamlstm.StreamRuntime`.
+    batch_rows (int, 65536): rows per batch fed to the runtime. Batches are cut at fixed row
+        positions of the input, so any run (and any resumed run) feeds the very same batches.
+    progress (bool, None): show a ``tqdm.auto`` bar (rows, rows/s, streams, ETA when the input's
+        length is known); None = when standard error is a terminal or in a notebook.
+
+``source`` is any input :func:`streamlstm.io.sources.open_source` accepts; ``model`` is a torch
+module (see :class:`streamlstm.StreamRuntime`) or the path of a file written by
+:func:`streamlstm.save_model` (or a Keras ``.keras``/``.h5`` file, read by ``load_keras``).
+Every output row follows its input row: the key, the time when configured, and ``output``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time as _time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from streamlstm.errors import ConfigError, SourceError, StreamLSTMError
+from streamlstm.io.checkpoint import Checkpoint, CheckpointRecord
+from streamlstm.io.sinks import FileSink, output_format
+from streamlstm.io.sources import Source, open_source
+
+__all__ = ["DEFAULT_BATCH_ROWS", "ReplaySummary", "replay", "replay_table", "replay_to_file"]
+
+DEFAULT_BATCH_ROWS = 65536
+_KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@dataclass
+class ReplaySummary:
+    """What a :func:`replay_to_file` run did: ``rows`` and ``seconds`` of this run (after
+    ``resumed_at`` rows a checkpoint already held), ``streams`` seen in all, and the ``output`` file."""
+
+    rows: int
+    streams: int
+    seconds: float
+    output: Path
+    resumed_at: int = 0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        resumed = f" (resumed at row {self.resumed_at:,})" if self.resumed_at else ""
+        return (f"replayed {self.rows:,} rows of {self.streams:,} streams in {self.seconds:.2f} s "
+                f"({self.rows_per_second:,.0f} rows/s){resumed} -> {self.output}")
+
+
+def load_model_file(path: str | os.PathLike, device: Any = None) -> torch.nn.Module:
+    """A model from a :func:`streamlstm.save_model` file, or a Keras file (by its extension)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"model file {path} {'is a directory' if path.is_dir() else 'does not exist'}")
+    if path.suffix.lower() in _KERAS_SUFFIXES:
+        from streamlstm.keras_import import load_keras
+
+        model = load_keras(path)
+        return model.to(device) if device is not None else model
+    from streamlstm.io.model_file import load_model
+
+    try:
+        return load_model(path, device=device)
+    except StreamLSTMError as exc:
+        raise SourceError(f"model file {path} cannot be read: {exc}") from exc
+    except (pa.ArrowInvalid, OSError, ValueError, KeyError, TypeError) as exc:
+        raise SourceError(f"model file {path} is not a streamlstm model file (written by save_model): "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+
+
+def _in_notebook() -> bool:
+    return "ipykernel" in sys.modules
+
+
+class _Replay:
+    """One prepared replay: the source opened, the model loaded, the runtime built, nothing read yet."""
+
+    def __init__(self, source: Any, model: Any, *, key: str = "stream_id", features: str | list[str] = "x",
+                 mask: str | None = None, reset: str | None = None, end: str | None = None,
+                 time: str | None = None, mode: str = "auto", batch_rows: int = DEFAULT_BATCH_ROWS,
+                 device: Any = None, progress: bool | None = None) -> None:
+        from streamlstm.runtime import StreamRuntime
+
+        if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+            raise ConfigError(f"`batch_rows` must be a positive integer, got {batch_rows!r}")
+        self.source: Source = open_source(source)
+        feature_columns = [features] if isinstance(features, str) else list(features)
+        self.columns = [key, *feature_columns, *(c for c in (mask, reset, end, time) if c is not None)]
+        self.source.require_columns(self.columns)
+        self.model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+        self.model = load_model_file(model, device) if self.model_path is not None else model
+        self.options = {"key": key, "features": features, "mask": mask, "reset": reset, "end": end,
+                        "time": time, "mode": mode}
+        self.runtime = StreamRuntime(self.model, device=device, **self.options)
+        self.batch_rows, self.device = batch_rows, device
+        self.progress = (sys.stderr.isatty() or _in_notebook()) if progress is None else bool(progress)
+
+    def outputs(self, start_row: int = 0) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """``(input rows, output batch)`` per batch from ``start_row`` on, with the progress bar."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.source.total_rows, initial=start_row, unit=" rows", unit_scale=True,
+                   disable=not self.progress, dynamic_ncols=True, desc="replay", leave=False)
+        try:
+            with torch.inference_mode():
+                for batch in self.source.batches(self.batch_rows, start_row=start_row, columns=self.columns):
+                    out = self.runtime.feed(batch)
+                    yield batch.num_rows, out
+                    if self.progress:
+                        bar.update(batch.num_rows)
+                        bar.set_postfix(streams=f"{self.streams:,}", refresh=False)
+        finally:
+            bar.close()
+
+    @property
+    def streams(self) -> int:
+        return int(self.runtime.stats()["streams_created"])
+
+    def empty_output(self) -> pa.Schema:
+        """The output schema, from feeding the runtime an empty batch (for inputs without rows)."""
+        empty = pa.RecordBatch.from_pylist([], schema=self.source.schema.select(self.columns))
+        return self.runtime.feed(empty).schema
+
+    def fingerprint(self, out: Path, format: str) -> dict[str, Any]:
+        """The options that decide the output: a resumed run must match them exactly."""
+        files = [[os.path.abspath(f), os.path.getsize(f)] for f in self.source.files]
+        described = self.source.description
+        return {"input": described if described.startswith(("<", "-")) else os.path.abspath(described),
+                "input_files": files, "input_rows": self.source.total_rows, "model": self._model_digest(),
+                **self.options, "batch_rows": self.batch_rows, "output": os.path.abspath(out), "format": format}
+
+    def _model_digest(self) -> str | None:
+        if self.model_path is not None:
+            return hashlib.sha256(self.model_path.read_bytes()).hexdigest()
+        from streamlstm.io.model_file import model_to_bytes
+
+        try:
+            return hashlib.sha256(model_to_bytes(self.model)).hexdigest()
+        except StreamLSTMError:  # a module save_model cannot describe: not checked on resume
+            return None
+
+
+def replay(source: Any, model: Any, **options: Any) -> Iterator[pa.RecordBatch]:
+    """Replay ``source`` through ``model``; yields one output batch per input batch (see the module docstring).
+
+    The input is opened, the model loaded and the columns checked before this returns, so a missing
+    file or column raises here, not at the first ``next()``.
+
+    Example:
+        >>> import pyarrow as pa, streamlstm as sl
+        >>> x = pa.FixedSizeListArray.from_arrays(pa.array([0.5] * 12, pa.float32()), 2)
+        >>> table = pa.table({"stream_id": [1, 2, 1, 2, 1, 2], "x": x})
+        >>> out = sl.replay_table(table, sl.LSTM(3), batch_rows=4)
+        >>> out.num_rows, out.schema.names
+        (6, ['stream_id', 'output'])
+    """
+    job = _Replay(source, model, **options)
+    return (out for _, out in job.outputs())
+
+
+def replay_table(source: Any, model: Any, **options: Any) -> pa.Table:
+    """:func:`replay` collected into one ``pyarrow.Table`` (for data that fits in memory)."""
+    job = _Replay(source, model, **options)
+    batches = [out for _, out in job.outputs()]
+    return pa.Table.from_batches(batches) if batches else job.empty_output().empty_table()
+
+
+def replay_to_file(source: Any, model: Any, out: str | os.PathLike, *, format: str | None = None,
+                   checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10, resume: bool = False,
+                   **options: Any) -> ReplaySummary:
+    """Replay ``source`` through ``model`` into the file ``out``; returns a :class:`ReplaySummary`.
+
+    Args:
+        out (str | Path): the output file, written as ``out.partial`` and renamed when complete.
+        format (str, None): "arrow" (IPC file) or "parquet"; None = from the extension of ``out``.
+        checkpoint (str | Path, None): a directory for checkpoints (see :mod:`streamlstm.io.checkpoint`).
+        checkpoint_every (int, 10): batches between checkpoints.
+        resume (bool, False): continue from the checkpoint in ``checkpoint`` (start from the first row
+            when there is none). Without it an existing checkpoint is an error.
+        **options: as for :func:`replay`.
+
+    Raises:
+        SourceError, SchemaError, StreamError, CheckpointError: bad input, options or checkpoint; no
+            output file is left behind (a committed checkpoint is kept, to resume from).
+    """
+    out = Path(out)
+    fmt = output_format(out, format)
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ConfigError(f"`checkpoint_every` must be a positive integer, got {checkpoint_every!r}")
+    if resume and checkpoint is None:
+        raise ConfigError("`resume` needs the `checkpoint` directory of the run to resume (--checkpoint DIR)")
+    if out.is_dir():
+        raise SourceError(f"output {out} is a directory; name a file")
+    job = _Replay(source, model, **options)
+    started = _time.perf_counter()
+    if checkpoint is None:
+        rows, resumed_at = _write_direct(job, out, fmt), 0
+    else:
+        rows, resumed_at = _write_checkpointed(job, out, fmt, Checkpoint(checkpoint, job.fingerprint(out, fmt),
+                                                                       resume=resume), checkpoint_every)
+    return ReplaySummary(rows, job.streams, _time.perf_counter() - started, out, resumed_at)
+
+
+def _write_direct(job: _Replay, out: Path, fmt: str) -> int:
+    sink = FileSink(out, fmt)
+    try:
+        for _, batch in job.outputs():
+            sink.write(batch)
+        sink.finish(job.empty_output() if sink.rows == 0 else None)
+    except BaseException:
+        sink.abort()
+        raise
+    return sink.rows
+
+
+def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoint, every: int) -> tuple[int, int]:
+    from streamlstm.runtime import StreamRuntime
+
+    try:
+        record = checkpoint.open()
+        if record is None:
+            record, resumed_at = CheckpointRecord(), 0
+        else:
+            job.runtime = StreamRuntime.load(checkpoint.state_path(record), device=job.device)
+            resumed_at = record.input_rows
+        if not record.done:
+            for input_rows, batch in job.outputs(record.input_rows):
+                checkpoint.parts.write(batch)
+                record.input_rows += input_rows
+                record.output_rows += batch.num_rows
+                record.batches += 1
+                if record.batches % every == 0:
+                    record = checkpoint.commit(job.runtime, record)
+            record.done = True
+            record = checkpoint.commit(job.runtime, record)
+        checkpoint.parts.finish(out, fmt, job.empty_output() if record.output_rows == 0 else None)
+    except BaseException:
+        checkpoint.abandon()
+        raise
+    checkpoint.clear()
+    return record.input_rows - resumed_at, resumed_at

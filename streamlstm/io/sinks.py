@@ -1,0 +1,206 @@
+"""Replay outputs: Arrow IPC files and Parquet files, written incrementally, finished by a rename.
+
+Nothing is ever written under the final name until the file is complete: a run writes
+``OUTPUT.partial`` beside it, syncs it to disk and renames it over ``OUTPUT`` at the very end, so a
+failed or killed run never leaves a truncated file that looks finished.
+
+Two writers:
+
+- :class:`FileSink` writes the output file directly (a run without checkpoints).
+- :class:`PartSink` writes the output of each checkpoint interval to its own Arrow IPC stream part
+  under the checkpoint directory; :meth:`PartSink.seal` makes the current part durable (sync + rename)
+  so that a checkpoint can count its rows. Rows written after the last checkpoint live only in an
+  unsealed part, which a resumed run deletes and recomputes: no row is lost or repeated. At the end
+  :meth:`PartSink.finish` streams the parts, in order, into the output file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from streamlstm.errors import SourceError
+
+__all__ = ["FileSink", "PartSink", "fsync_dir", "output_format", "partial_path"]
+
+_FORMATS = {".arrow": "arrow", ".ipc": "arrow", ".feather": "arrow", ".parquet": "parquet", ".pq": "parquet"}
+_PART = re.compile(r"part-(\d{6})\.arrows(\.tmp)?$")
+
+
+def output_format(path: str | os.PathLike, format: str | None = None) -> str:
+    """``"arrow"`` or ``"parquet"``: ``format`` if given, else told by the extension of ``path``."""
+    if format is not None:
+        if format not in ("arrow", "parquet"):
+            raise SourceError(f"`format` must be 'arrow' or 'parquet', got {format!r}")
+        return format
+    suffix = Path(path).suffix.lower()
+    if suffix not in _FORMATS:
+        raise SourceError(f"cannot tell the output format from the name {os.fspath(path)!r}; use the extension "
+                          f".arrow or .parquet, or pass format 'arrow' or 'parquet' (--format)")
+    return _FORMATS[suffix]
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where the output is written until it is complete."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or deletion in directory ``path`` durable."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _fsync_file(path: str | os.PathLike) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+class _Writer:
+    """An Arrow IPC file or Parquet writer opened on first use, when the schema is known."""
+
+    def __init__(self, path: Path, format: str) -> None:
+        self.path, self.format = path, format
+        self._writer: pa.ipc.RecordBatchFileWriter | pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self.format == "arrow":
+                    self._writer = pa.ipc.new_file(str(self.path), batch.schema)
+                else:
+                    self._writer = pq.ParquetWriter(str(self.path), batch.schema)
+            except OSError as exc:
+                raise SourceError(f"cannot write output {self.path}: {exc.strerror or exc}") from exc
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def abort(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - the file is being thrown away
+            pass
+        self.path.unlink(missing_ok=True)
+
+
+class FileSink:
+    """Writes the output file ``path`` in ``format`` through ``path.partial``; renamed by :meth:`finish`."""
+
+    def __init__(self, path: str | os.PathLike, format: str) -> None:
+        self.path = Path(path)
+        self._writer = _Writer(partial_path(self.path), format)
+
+    @property
+    def rows(self) -> int:
+        return self._writer.rows
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write(batch)
+
+    def finish(self, empty: pa.Schema) -> Path:
+        """Close, sync and rename into place; ``empty`` is the schema written when no row came."""
+        if self._writer._writer is None:
+            self._writer.write(pa.RecordBatch.from_pylist([], schema=empty))
+        self._writer.close()
+        _fsync_file(self._writer.path)
+        os.replace(self._writer.path, self.path)
+        fsync_dir(self.path.parent)
+        return self.path
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+
+class PartSink:
+    """Output parts under ``directory``: part ``k`` is ``part-{k:06d}.arrows`` once sealed."""
+
+    def __init__(self, directory: str | os.PathLike, first_part: int = 0) -> None:
+        self.directory = Path(directory)
+        self.next_part = first_part
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._tmp: Path | None = None
+
+    def _name(self, index: int) -> Path:
+        return self.directory / f"part-{index:06d}.arrows"
+
+    def discard_after(self, parts: int) -> None:
+        """Delete unsealed parts and parts numbered ``parts`` or higher (written after the checkpoint)."""
+        if not self.directory.is_dir():
+            return
+        for path in self.directory.iterdir():
+            match = _PART.match(path.name)
+            if match and (match.group(2) or int(match.group(1)) >= parts):
+                path.unlink()
+        fsync_dir(self.directory)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._tmp = self._name(self.next_part).with_suffix(".arrows.tmp")
+            self._writer = pa.ipc.new_stream(str(self._tmp), batch.schema)
+        self._writer.write_batch(batch)
+
+    def seal(self) -> int:
+        """Make the current part durable; returns the number of sealed parts."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            _fsync_file(self._tmp)
+            os.replace(self._tmp, self._name(self.next_part))
+            fsync_dir(self.directory)
+            self.next_part += 1
+        return self.next_part
+
+    def part_rows(self) -> int:
+        """Rows in the sealed parts (read from their metadata)."""
+        total = 0
+        for index in range(self.next_part):
+            with pa.OSFile(str(self._name(index))) as handle:
+                total += sum(batch.num_rows for batch in pa.ipc.open_stream(handle))
+        return total
+
+    def finish(self, path: str | os.PathLike, format: str, empty: pa.Schema) -> Path:
+        """Stream every sealed part, in order, into the output file ``path``."""
+        sink = FileSink(path, format)
+        try:
+            for index in range(self.next_part):
+                with pa.OSFile(str(self._name(index))) as handle:  # not mapped: resident memory stays flat
+                    for batch in pa.ipc.open_stream(handle):
+                        sink.write(batch)
+            return sink.finish(empty)
+        except BaseException:
+            sink.abort()
+            raise
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # noqa: BLE001 - the part is being thrown away
+                pass
+            self._writer = None
+            self._tmp.unlink(missing_ok=True)
+
+    def remove_all(self) -> None:
+        self.abort()
+        self.discard_after(0)

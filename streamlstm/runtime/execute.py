@@ -1,0 +1,109 @@
+"""One batch through the model: gather carries, run every stage, then commit (a separate step).
+
+:func:`execute` reads the state table and returns new tensors only; :func:`commit` is the single place
+that writes carries, after everything else succeeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from streamlstm.runtime.compute import run_stage_chunk, run_stage_step
+from streamlstm.runtime.model_plan import ModelPlan, RecurrentStage
+from streamlstm.runtime.segments import RowPlan
+from streamlstm.runtime.state_table import StateTable
+
+__all__ = ["Outcome", "commit", "execute"]
+
+
+@dataclass
+class Outcome:
+    outputs: torch.Tensor                      # [n, out_dim], input row order
+    finals: list[list[torch.Tensor]]           # per stage, flat states [keys, size]
+    has_output: list[torch.Tensor]             # per stage [keys]
+    row_states: list[torch.Tensor] | None      # every cell's h and c after each row, input row order
+
+
+def _index(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.long, device=device)
+
+
+def _unpermute(values: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+    if perm is None:
+        return values
+    return torch.empty_like(values).index_copy_(0, perm, values)
+
+
+def _gather(table: StateTable, number: int, rows: RowPlan, key_slots: np.ndarray,
+            device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Initial carries per segment: the stored ones where a segment continues its stream, else zeros."""
+    seg_slots = key_slots[rows.seg_key] if rows.proc_rows is not None else key_slots
+    carry = rows.seg_carry & (seg_slots >= 0)
+    gather = _index(np.where(carry, seg_slots, 0), device)
+    states = [slab.index_select(0, gather) for slab in table.slabs[number]]
+    has = table.has_output[number].index_select(0, gather)
+    if not carry.all():
+        fill = torch.as_tensor(~carry, device=device)[:, None]
+        states = [s.masked_fill_(fill, 0) for s in states]
+        has = has & ~fill[:, 0]
+    return states, has
+
+
+def execute(plan: ModelPlan, table: StateTable, row_plans: dict[bool, RowPlan], key_slots: np.ndarray,
+            x: torch.Tensor, mask: torch.Tensor | None, mode: str, record: bool = False) -> Outcome:
+    """Run the batch; ``row_plans[go_backwards]`` lays out the rows for the layers of that direction
+    and ``key_slots`` [keys] holds each key's slot or -1 for a new key."""
+    device = x.device
+    h = x
+    finals, has_out, row_states = [], [], []
+    for stage in plan.stages:
+        if not isinstance(stage, RecurrentStage):
+            h = stage(h)
+            continue
+        rows = row_plans[stage.go_backwards]
+        states, has = _gather(table, len(finals), rows, key_slots, device)
+        perm = None if rows.proc_rows is None else _index(rows.proc_rows, device)
+        h_p = h if perm is None else h.index_select(0, perm)
+        m_p = mask if perm is None or mask is None else mask.index_select(0, perm)
+        if mode == "step" or record:
+            result = run_stage_step(stage, h_p, rows, states, has, m_p, record=record)
+        else:
+            result = run_stage_chunk(stage, h_p, rows, states, has, m_p)
+        h = _unpermute(result.outputs, perm)
+        if perm is None:
+            finals.append(result.final)
+            has_out.append(result.has_output)
+        else:
+            last = _index(rows.key_last_seg, device)
+            finals.append([f.index_select(0, last) for f in result.final])
+            has_out.append(result.has_output.index_select(0, last))
+        if record:
+            row_states += [_unpermute(s, perm) for s in result.row_states]
+    return Outcome(h, finals, has_out, row_states if record else None)
+
+
+def commit(table: StateTable, outcome: Outcome, key_slots: np.ndarray, released: np.ndarray) -> np.ndarray:
+    """Write the final carries of every kept key; returns the slots per key (-1 where released).
+
+    New keys get slots here (the table may grow); released keys that held a slot are freed by the
+    caller, together with their key map entries.
+    """
+    keep = ~released
+    slots = key_slots.copy()
+    new = keep & (key_slots < 0)
+    if new.any():
+        slots[new] = table.allocate(int(new.sum()))
+    slots[released] = -1
+    all_kept = bool(keep.all())
+    target = _index(slots if all_kept else slots[keep], table.device)
+    chosen = None if all_kept else _index(np.flatnonzero(keep), table.device)
+    with torch.no_grad():
+        for stage, finals in enumerate(outcome.finals):
+            for slab, final in zip(table.slabs[stage], finals):
+                slab.index_copy_(0, target, final if chosen is None else final.index_select(0, chosen))
+            has = outcome.has_output[stage]
+            table.has_output[stage].index_copy_(0, target, has if chosen is None else has.index_select(0, chosen))
+    return slots

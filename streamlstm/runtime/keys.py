@@ -1,0 +1,288 @@
+"""Vectorized stream key -> slot lookup for integer and string keys.
+
+Integer keys live in two sorted numpy arrays (keys, slots) searched with ``np.searchsorted``. String
+keys are first hashed to 64 bits straight from the Arrow buffers (bytes times random per-position
+weights, summed with a prefix sum, then mixed), so they go through the same sorted-array lookup; every
+hit is verified against the stored key string, and the first hash collision ever seen switches the
+index to an exact ``dict`` (correct, slower). Dictionary-encoded keys are resolved through their
+dictionary. No step of a lookup loops over rows in Python.
+
+Besides the slot map the index keeps each slot's key (``slot_keys``) so that ``keys()``, eviction
+callbacks and ``save`` can name streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["KeyIndex", "Lookup"]
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@dataclass
+class Lookup:
+    """The keys of one batch resolved against the index (nothing inserted yet).
+
+    ``slots[row]`` is the stream's slot or -1 for a key not in the index; ``group[row]`` is equal for
+    rows of the same key (the slot for known keys, ``-1 - j`` for the j-th new key); ``new_rows`` holds
+    one row per new key, in the order of ``j``; ``distinct`` says whether every row has its own key.
+    """
+
+    slots: np.ndarray
+    group: np.ndarray
+    new_rows: np.ndarray
+    distinct: bool
+    hashes: np.ndarray | None = None   # per row, string keys in hash mode
+
+
+def _splitmix(values: np.ndarray) -> np.ndarray:
+    z = values + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+class _StringHasher:
+    """64-bit hashes of Arrow string arrays computed from the raw offsets and bytes."""
+
+    def __init__(self, seed: int = 0x5EED) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._weights = self._rng.integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+
+    def _ensure(self, length: int) -> None:
+        while len(self._weights) < length:
+            more = self._rng.integers(1, 2**63, size=len(self._weights), dtype=np.uint64) | np.uint64(1)
+            self._weights = np.concatenate([self._weights, more])
+
+    def __call__(self, strings: pa.Array) -> np.ndarray:
+        n = len(strings)
+        if n == 0:
+            return np.empty(0, np.uint64)
+        _, offsets_buf, data_buf = strings.buffers()
+        offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+        raw = np.frombuffer(offsets_buf, dtype=offset_type)[strings.offset:strings.offset + n + 1]
+        base = int(raw[0])
+        offsets = raw.astype(np.int64) - base
+        total = int(offsets[-1])
+        lengths = np.diff(offsets)
+        if total:
+            data = np.frombuffer(data_buf, dtype=np.uint8)[base:base + total].astype(np.uint64)
+            self._ensure(int(lengths.max()))
+            position = np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+            prefix = np.concatenate([[np.uint64(0)], np.cumsum(data * self._weights[position], dtype=np.uint64)])
+            sums = prefix[offsets[1:]] - prefix[offsets[:-1]]
+        else:
+            sums = np.zeros(n, np.uint64)
+        return _splitmix(sums ^ (lengths.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)))
+
+
+def _plain_strings(keys: pa.Array) -> pa.Array:
+    if pa.types.is_dictionary(keys.type):
+        return keys.dictionary.take(keys.indices)
+    return keys
+
+
+class KeyIndex:
+    """Key -> slot map for one key kind (``"int"`` or ``"str"``)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._sorted = np.empty(0, np.int64 if kind == "int" else np.uint64)
+        self._sorted_slots = np.empty(0, np.int64)
+        self._hash = _StringHasher() if kind == "str" else None
+        self._exact: dict[str, int] | None = None   # string mode after a hash collision
+        self.slot_keys: np.ndarray = np.empty(0, np.int64 if kind == "int" else object)
+        self._scratch = np.empty(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._exact) if self._exact is not None else len(self._sorted)
+
+    # -- lookups -------------------------------------------------------------------------------
+    def lookup(self, keys: pa.Array) -> Lookup:
+        """Resolve a (validated, null-free) key column; read-only."""
+        if self.kind == "int":
+            return self._lookup_sorted(self._int_values(keys), None)
+        if self._exact is not None:
+            return self._lookup_exact(keys)
+        if pa.types.is_dictionary(keys.type):
+            hashes = self._hash(keys.dictionary)[keys.indices.to_numpy(zero_copy_only=False)]
+        else:
+            hashes = self._hash(keys)
+        result = self._lookup_sorted(hashes, keys)
+        if result is None:  # a collision: fall back to the exact map for good
+            self._exact = {self.slot_keys[s]: int(s) for s in self._sorted_slots}
+            return self._lookup_exact(keys)
+        return result
+
+    @staticmethod
+    def _int_values(keys: pa.Array) -> np.ndarray:
+        if pa.types.is_dictionary(keys.type):
+            values = keys.dictionary.to_numpy(zero_copy_only=False)[keys.indices.to_numpy(zero_copy_only=False)]
+        else:
+            values = keys.to_numpy(zero_copy_only=False)
+        if values.dtype == np.uint64 and values.size and values.max() > np.iinfo(np.int64).max:
+            from streamlstm.errors import StreamError
+            row = int(np.argmax(values > np.iinfo(np.int64).max))
+            raise StreamError(f"key {int(values[row])} at row {row} does not fit in int64")
+        return values.astype(np.int64, copy=False)
+
+    def _lookup_sorted(self, values: np.ndarray, strings: pa.Array | None) -> Lookup | None:
+        slots = np.full(len(values), -1, np.int64)
+        if len(self._sorted):
+            pos = np.searchsorted(self._sorted, values)
+            pos[pos == len(self._sorted)] = 0
+            found = self._sorted[pos] == values
+            slots[found] = self._sorted_slots[pos[found]]
+            if strings is not None and found.any() and not self._verify(strings, found, slots):
+                return None
+        else:
+            found = np.zeros(len(values), bool)
+        group = slots.copy()
+        new_rows = np.empty(0, np.int64)
+        if not found.all():
+            missing = np.flatnonzero(~found)
+            uniq, first, inverse = np.unique(values[missing], return_index=True, return_inverse=True)
+            new_rows = missing[first]
+            if strings is not None and len(uniq) < len(missing):
+                rep = pc.take(_plain_strings(strings), pa.array(new_rows[inverse]))
+                if not pc.all(pc.equal(rep, pc.take(_plain_strings(strings), pa.array(missing)))).as_py():
+                    return None
+            order = np.argsort(new_rows, kind="stable")   # number new keys by first appearance
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            new_rows = new_rows[order]
+            group[missing] = -1 - rank[inverse.reshape(-1)]
+        distinct = self._distinct(slots, found, len(new_rows))
+        return Lookup(slots, group, new_rows, distinct, values if strings is not None else None)
+
+    def _verify(self, strings: pa.Array, found: np.ndarray, slots: np.ndarray) -> bool:
+        rows = np.flatnonzero(found)
+        stored = pa.array(self.slot_keys[slots[rows]], type=pa.large_string())
+        given = pc.take(_plain_strings(strings), pa.array(rows)).cast(pa.large_string())
+        return bool(pc.all(pc.equal(stored, given)).as_py())
+
+    def _lookup_exact(self, keys: pa.Array) -> Lookup:
+        encoded = pc.dictionary_encode(_plain_strings(keys))
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        uniq_slots = np.array([self._exact.get(k, -1) for k in encoded.dictionary.to_pylist()], np.int64)
+        slots = uniq_slots[codes]
+        group = slots.copy()
+        missing = np.flatnonzero(slots < 0)
+        new_rows = np.empty(0, np.int64)
+        if len(missing):
+            _, first, inverse = np.unique(codes[missing], return_index=True, return_inverse=True)
+            order = np.argsort(missing[first], kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            new_rows = missing[first][order]
+            group[missing] = -1 - rank[inverse.reshape(-1)]
+        return Lookup(slots, group, new_rows, self._distinct(slots, slots >= 0, len(new_rows)))
+
+    def _distinct(self, slots: np.ndarray, found: np.ndarray, new_keys: int) -> bool:
+        """Whether no key repeats: O(rows) with a scratch array (a later write wins on a repeat)."""
+        if new_keys != len(slots) - int(found.sum()):
+            return False
+        known = slots[found]
+        if len(known) < 2:
+            return True
+        if len(self._scratch) < len(self.slot_keys):
+            self._scratch = np.zeros(len(self.slot_keys), np.int64)
+        ticket = np.arange(len(known))
+        self._scratch[known] = ticket
+        return bool((self._scratch[known] == ticket).all())
+
+    # -- changes -------------------------------------------------------------------------------
+    def key_values(self, keys: pa.Array, rows: np.ndarray) -> np.ndarray:
+        """The keys of ``rows`` as stored per slot (int64 values or Python strings)."""
+        if self.kind == "int":
+            return self._int_values(keys)[rows]
+        taken = pc.take(_plain_strings(keys), pa.array(rows, type=pa.int64()))
+        return np.array(taken.to_pylist(), dtype=object)
+
+    def insert(self, keys: pa.Array, rows: np.ndarray, slots: np.ndarray, lookup: Lookup) -> None:
+        """Add the (new, distinct) keys of ``rows`` of the batch ``keys`` at ``slots``."""
+        if not len(slots):
+            return
+        values = self.key_values(keys, rows)
+        self._grow_slot_keys(int(slots.max()) + 1)
+        self.slot_keys[slots] = values
+        if self._exact is not None:
+            self._exact.update(zip(values.tolist(), slots.tolist()))
+            return
+        self._add_sorted(values if self.kind == "int" else lookup.hashes[rows], slots)
+
+    def insert_values(self, values: np.ndarray, new_slots: np.ndarray) -> None:
+        """Add keys given as values (int64 or Python strings), e.g. from ``set_state`` or a saved file."""
+        if not len(new_slots):
+            return
+        self._grow_slot_keys(int(new_slots.max()) + 1)
+        self.slot_keys[new_slots] = values
+        if self._exact is not None:
+            self._exact.update(zip(list(values), new_slots.tolist()))
+            return
+        if self.kind == "int":
+            self._add_sorted(np.asarray(values, np.int64), new_slots)
+            return
+        hashes = self._hash(pa.array(list(values), type=pa.large_string()))
+        taken = set(self._sorted.tolist())
+        if len(np.unique(hashes)) < len(hashes) or any(h in taken for h in hashes.tolist()):
+            self._exact = {self.slot_keys[s]: int(s) for s in self._sorted_slots}
+            self._exact.update(zip(list(values), new_slots.tolist()))
+            return
+        self._add_sorted(hashes, new_slots)
+
+    def _add_sorted(self, values: np.ndarray, slots: np.ndarray) -> None:
+        order = np.argsort(values, kind="stable")
+        values, slots = values[order], slots[order]
+        at = np.searchsorted(self._sorted, values)   # merge: O(size + new log new), no full re-sort
+        self._sorted = np.insert(self._sorted, at, values)
+        self._sorted_slots = np.insert(self._sorted_slots, at, slots)
+
+    def _grow_slot_keys(self, size: int) -> None:
+        if size > len(self.slot_keys):
+            grown = np.empty(max(size, 2 * len(self.slot_keys)), self.slot_keys.dtype)
+            if self.kind == "int":
+                grown[:] = 0
+            grown[:len(self.slot_keys)] = self.slot_keys
+            self.slot_keys = grown
+
+    def remove(self, slots: np.ndarray) -> None:
+        """Forget the keys held at ``slots``."""
+        if not len(slots):
+            return
+        if self._exact is not None:
+            for key in self.slot_keys[slots].tolist():
+                self._exact.pop(key, None)
+        else:
+            keep = ~np.isin(self._sorted_slots, slots)
+            self._sorted, self._sorted_slots = self._sorted[keep], self._sorted_slots[keep]
+        if self.kind == "str":
+            self.slot_keys[slots] = None
+
+    def find(self, key: Any) -> int:
+        """The slot of one Python key, or -1."""
+        if self.kind == "int":
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+                return -1
+            array = pa.array([int(key)], pa.int64())
+        else:
+            if not isinstance(key, str):
+                return -1
+            array = pa.array([key], pa.large_string())
+        return int(self.lookup(array).slots[0])
+
+    def live_slots(self) -> np.ndarray:
+        if self._exact is not None:
+            return np.sort(np.fromiter(self._exact.values(), np.int64, len(self._exact)))
+        return np.sort(self._sorted_slots)
+
+
+def as_key_list(values: Any) -> list[Any]:
+    """Python keys from an array of slot keys."""
+    return [int(v) for v in values] if getattr(values, "dtype", None) == np.int64 else list(values)

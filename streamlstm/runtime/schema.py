@@ -1,0 +1,209 @@
+"""The Arrow schema contract of a stream runtime, and the one place where a fed batch is validated.
+
+A batch holds one row per step of some stream:
+
+=========== ======================================================= ===========
+column      type                                                    required
+=========== ======================================================= ===========
+key         int8..int64, uint8..uint64 (cast to int64), string,     yes
+            large_string, or a dictionary of strings or integers
+features    ``FixedSizeList<float16|float32|float64>[F]``, or a     yes
+            list of numeric scalar columns (one per feature)
+mask        bool: False = the step is masked (Keras masking)        no
+reset       bool: True = zero the stream's state before this row    no
+end         bool: True = release the stream after this row          no
+time        integer, float, timestamp, date or duration; per        no
+            stream strictly increasing
+=========== ======================================================= ===========
+
+No column may hold nulls. :func:`parse_batch` turns a batch into numpy arrays (zero-copy where the
+layout allows) or raises :class:`~streamlstm.errors.StreamError` naming column, row, expected and
+actual; it never touches runtime state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from streamlstm.errors import SchemaError, StreamError
+
+__all__ = ["Columns", "ParsedBatch", "key_kind", "parse_batch", "describe_key"]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a fed batch mean what (the runtime's constructor arguments)."""
+
+    key: str
+    features: str | tuple[str, ...]
+    mask: str | None = None
+    reset: str | None = None
+    end: str | None = None
+    time: str | None = None
+
+
+@dataclass
+class ParsedBatch:
+    """A validated batch as arrays; ``keys`` keeps the Arrow key column for the output."""
+
+    num_rows: int
+    keys: pa.Array
+    x: np.ndarray                      # [num_rows, F], float32 or float64
+    mask: np.ndarray | None = None     # bool [num_rows]; None = every step real
+    reset: np.ndarray | None = None
+    end: np.ndarray | None = None
+    time: np.ndarray | None = None     # int64 or float64 [num_rows]
+    time_column: pa.Array | None = None
+
+
+def key_kind(arrow_type: pa.DataType) -> str | None:
+    """``"int"`` or ``"str"`` for a supported key type, else None."""
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if pa.types.is_integer(arrow_type):
+        return "int"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "str"
+    return None
+
+
+def describe_key(keys: pa.Array, row: int) -> str:
+    """The key of ``row`` as it should appear in an error message."""
+    return repr(keys[row].as_py())
+
+
+def _column(batch: pa.RecordBatch, name: str, role: str) -> pa.Array:
+    index = batch.schema.get_field_index(name)
+    if index < 0:
+        found = batch.schema.names.count(name)
+        problem = f"appears {found} times" if found > 1 else "is missing"
+        raise SchemaError(f"{role} column {name!r} {problem}; the batch has columns {batch.schema.names}")
+    return batch.column(index)
+
+
+def _no_nulls(array: pa.Array, name: str, keys: pa.Array | None) -> None:
+    if array.null_count:
+        row = int(np.flatnonzero(~np.asarray(array.is_valid().to_numpy(zero_copy_only=False)))[0])
+        stream = "" if keys is None or array is keys else f" (stream {describe_key(keys, row)})"
+        raise StreamError(f"column {name!r} has a null at row {row}{stream}; nulls are not allowed")
+
+
+def _bool_column(batch: pa.RecordBatch, name: str | None, role: str, keys: pa.Array) -> np.ndarray | None:
+    if name is None:
+        return None
+    array = _column(batch, name, role)
+    if not pa.types.is_boolean(array.type):
+        raise SchemaError(f"{role} column {name!r} must be bool, got {array.type}")
+    _no_nulls(array, name, keys)
+    return array.to_numpy(zero_copy_only=False)
+
+
+def _keys(batch: pa.RecordBatch, name: str, expected_kind: str | None) -> pa.Array:
+    keys = _column(batch, name, "key")
+    kind = key_kind(keys.type)
+    if kind is None:
+        raise SchemaError(f"key column {name!r} must be an integer or string type (or a dictionary of one), "
+                          f"got {keys.type}")
+    if expected_kind is not None and kind != expected_kind:
+        expected = "integer" if expected_kind == "int" else "string"
+        raise SchemaError(f"key column {name!r} must be {expected} like the keys this runtime already holds, "
+                          f"got {keys.type}")
+    _no_nulls(keys, name, None)
+    if pa.types.is_dictionary(keys.type) and keys.dictionary.null_count:
+        _no_nulls(keys.dictionary.take(keys.indices), name, None)
+    return keys
+
+
+def _fixed_size_features(array: pa.Array, name: str, width: int | None, keys: pa.Array) -> np.ndarray:
+    if not (pa.types.is_fixed_size_list(array.type) and pa.types.is_floating(array.type.value_type)):
+        raise SchemaError(f"features column {name!r} must be FixedSizeList<float32|float64>[F], got {array.type}")
+    size = array.type.list_size
+    if width is not None and size != width:
+        raise SchemaError(f"features column {name!r} must have width {width} (the model's input dim), got {size}")
+    _no_nulls(array, name, keys)
+    values = array.flatten()  # respects the slice offset
+    if values.null_count:
+        row = int(np.flatnonzero(~values.is_valid().to_numpy(zero_copy_only=False))[0]) // size
+        raise StreamError(f"column {name!r} has a null feature value at row {row} "
+                          f"(stream {describe_key(keys, row)}); nulls are not allowed")
+    x = values.to_numpy(zero_copy_only=True) if len(values) else np.empty(0, np.float32)
+    if x.dtype == np.float16:
+        x = x.astype(np.float32)
+    return x.reshape(len(array), size)
+
+
+def _scalar_features(batch: pa.RecordBatch, names: tuple[str, ...], width: int | None,
+                     keys: pa.Array) -> np.ndarray:
+    if width is not None and len(names) != width:
+        raise SchemaError(f"`features` names {len(names)} columns but the model's input dim is {width}")
+    arrays = []
+    for name in names:
+        array = _column(batch, name, "features")
+        if not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)):
+            raise SchemaError(f"features column {name!r} must be numeric, got {array.type}")
+        _no_nulls(array, name, keys)
+        arrays.append(array.to_numpy(zero_copy_only=False))
+    dtype = np.float64 if any(a.dtype == np.float64 for a in arrays) else np.float32
+    return np.stack(arrays, axis=1).astype(dtype, copy=False) if arrays else np.empty((batch.num_rows, 0))
+
+
+def _check_finite(x: np.ndarray, name: str, keys: pa.Array) -> None:
+    if x.size and not np.isfinite(x.sum()) and not np.isfinite(x).all():
+        row, col = (int(v[0]) for v in np.nonzero(~np.isfinite(x)))
+        raise StreamError(f"column {name!r} has a non-finite value ({x[row, col]}) at row {row}, feature {col} "
+                          f"(stream {describe_key(keys, row)}); pass allow_nonfinite=True to accept NaN/Inf")
+
+
+def time_values(array: pa.Array, name: str, expected_type: pa.DataType | None) -> np.ndarray:
+    """A time column as int64 (integers, timestamps, dates, durations) or float64 values."""
+    kind = array.type
+    if expected_type is not None and kind != expected_type:
+        raise SchemaError(f"time column {name!r} must be {expected_type} like the earlier batches, got {kind}")
+    if pa.types.is_floating(kind):
+        return array.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    if pa.types.is_integer(kind):
+        return array.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_duration(kind):
+        storage = pa.int32() if kind == pa.date32() else pa.int64()
+        return array.view(storage).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    raise SchemaError(f"time column {name!r} must be an integer, float, timestamp, date or duration, got {kind}")
+
+
+def as_record_batch(batch: Any) -> pa.RecordBatch:
+    if isinstance(batch, pa.RecordBatch):
+        return batch
+    if isinstance(batch, pa.Table):
+        combined = batch.combine_chunks()
+        batches = combined.to_batches()
+        return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=batch.schema)
+    raise SchemaError(f"`batch` must be a pyarrow.RecordBatch or pyarrow.Table, got {type(batch).__name__}")
+
+
+def parse_batch(batch: Any, columns: Columns, *, width: int | None, expected_key_kind: str | None,
+                time_type: pa.DataType | None, allow_nonfinite: bool) -> ParsedBatch:
+    """Validate ``batch`` against the contract above; raises StreamError/SchemaError, changes nothing."""
+    batch = as_record_batch(batch)
+    keys = _keys(batch, columns.key, expected_key_kind)
+    if isinstance(columns.features, str):
+        array = _column(batch, columns.features, "features")
+        x = _fixed_size_features(array, columns.features, width, keys)
+        feature_name = columns.features
+    else:
+        x = _scalar_features(batch, columns.features, width, keys)
+        feature_name = ", ".join(columns.features)
+    if not allow_nonfinite:
+        _check_finite(x, feature_name, keys)
+    parsed = ParsedBatch(batch.num_rows, keys, x,
+                         mask=_bool_column(batch, columns.mask, "mask", keys),
+                         reset=_bool_column(batch, columns.reset, "reset", keys),
+                         end=_bool_column(batch, columns.end, "end", keys))
+    if columns.time is not None:
+        array = _column(batch, columns.time, "time")
+        _no_nulls(array, columns.time, keys)
+        parsed.time = time_values(array, columns.time, time_type)
+        parsed.time_column = array
+    return parsed

@@ -1,0 +1,149 @@
+"""How the rows of one batch become independent segments, in numpy without a loop over rows.
+
+Rows of a key are that stream's next steps, in order of appearance. They are cut three times:
+
+1. **lives**: an ``end`` row closes the stream; the key's later rows in the same batch form a new
+   stream (zero state, no previous output, no earlier time).
+2. **processing order**: within a life, rows run first to last, or last to first for go_backwards
+   layers (one Keras stateful call per feed and life).
+3. **segments**: a ``reset`` row starts a new segment in processing order.
+
+A segment starts from the stream's stored carries only when it is the key's first segment, of its
+first life, without a reset, and the key was already known; every other segment starts from zeros. So
+segments never depend on each other and run side by side as rows of one padded batch (chunk mode) or
+one round per position (step mode). The committed state of a key is its last segment's final state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["RowPlan", "plan_rows"]
+
+
+@dataclass
+class RowPlan:
+    """Row layout of one batch. "p" arrays are indexed by processing position 0..n-1."""
+
+    num_rows: int
+    proc_rows: np.ndarray | None    # [n] input row at each processing position; None = identity
+    seg_first: np.ndarray           # [S] processing position of each segment's first row
+    seg_len: np.ndarray             # [S]
+    pos_in_seg: np.ndarray | None   # [n] per processing position; None = all zero (every segment one row)
+    seg_carry: np.ndarray           # [S] bool: starts from the stored carries of ``seg_key``'s slot
+    seg_key: np.ndarray             # [S] index of the segment's key (0..K-1)
+    key_rows: np.ndarray            # [K] one input row per key (its first)
+    key_last_row: np.ndarray        # [K] the key's last input row
+    key_last_seg: np.ndarray        # [K] the segment whose final state is committed
+    key_released: np.ndarray        # [K] bool: the key's last life ended in this batch
+    key_of_row: np.ndarray          # [n] key index of each input row
+
+    @property
+    def num_segments(self) -> int:
+        return len(self.seg_len)
+
+    @property
+    def max_len(self) -> int:
+        return int(self.seg_len.max()) if len(self.seg_len) else 0
+
+    @property
+    def uniform(self) -> bool:
+        """Every segment has the same length, so the padded batch is a plain reshape."""
+        return bool(len(self.seg_len) == 0 or (self.seg_len == self.seg_len[0]).all())
+
+
+def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: np.ndarray | None,
+              backwards: bool) -> RowPlan:
+    """The plan for rows whose keys are ``group`` (equal values = same key)."""
+    n = len(group)
+    if distinct:
+        return _one_row_per_key(n, reset, end)
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    key_start = np.ones(n, bool)
+    key_start[1:] = sorted_group[1:] != sorted_group[:-1]
+    life_start = key_start.copy()
+    if end is not None:
+        life_start[1:] |= end[order][:-1]
+    life_first = np.flatnonzero(life_start)
+    life_len = np.diff(np.append(life_first, n))
+    life_of = np.cumsum(life_start) - 1
+    proc_rows = order
+    if backwards:  # reverse each life in place
+        position = np.arange(n) - life_first[life_of]
+        target = life_first[life_of] + life_len[life_of] - 1 - position
+        proc_rows = np.empty_like(order)
+        proc_rows[target] = order
+    seg_start = life_start.copy()
+    if reset is not None:
+        seg_start |= reset[proc_rows]
+    seg_first = np.flatnonzero(seg_start)
+    seg_len = np.diff(np.append(seg_first, n))
+    seg_of = np.cumsum(seg_start) - 1
+    pos_in_seg = np.arange(n) - seg_first[seg_of]
+    key_of_p = np.cumsum(key_start) - 1            # keys keep their blocks in processing order
+    key_first = np.flatnonzero(key_start)
+    key_last = np.append(key_first[1:], n) - 1
+    first_reset = reset[proc_rows[seg_first]] if reset is not None else np.zeros(len(seg_first), bool)
+    key_of_row = np.empty(n, np.int64)
+    key_of_row[order] = key_of_p
+    return RowPlan(
+        num_rows=n, proc_rows=proc_rows, seg_first=seg_first, seg_len=seg_len,
+        pos_in_seg=None if (seg_len == 1).all() else pos_in_seg,
+        seg_carry=key_start[seg_first] & ~first_reset,
+        seg_key=key_of_p[seg_first], key_rows=order[key_first], key_last_row=order[key_last],
+        key_last_seg=seg_of[key_last],
+        key_released=end[order[key_last]] if end is not None else np.zeros(len(key_first), bool),
+        key_of_row=key_of_row,
+    )
+
+
+def _one_row_per_key(n: int, reset: np.ndarray | None, end: np.ndarray | None) -> RowPlan:
+    rows = np.arange(n)
+    return RowPlan(
+        num_rows=n, proc_rows=None, seg_first=rows, seg_len=np.ones(n, np.int64), pos_in_seg=None,
+        seg_carry=np.ones(n, bool) if reset is None else ~reset, seg_key=rows, key_rows=rows,
+        key_last_row=rows, key_last_seg=rows,
+        key_released=np.zeros(n, bool) if end is None else end.copy(), key_of_row=rows,
+    )
+
+
+def late_rows(group: np.ndarray, distinct: bool, end: np.ndarray | None, time: np.ndarray, bound: np.ndarray,
+              has_bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose time is not after every earlier time of the same stream (life).
+
+    ``bound``/``has_bound`` give, per row, the stored last time of its key (used by the key's first
+    life). Returns ``(late [n] bool, previous [n])`` in input order, ``previous`` being the latest
+    earlier time a late row collided with.
+    """
+    n = len(group)
+    if distinct:
+        late = has_bound & (time <= bound)
+        return late, bound
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    key_start = np.ones(n, bool)
+    key_start[1:] = sorted_group[1:] != sorted_group[:-1]
+    life_start = key_start.copy()
+    if end is not None:
+        life_start[1:] |= end[order][:-1]
+    life_of = np.cumsum(life_start) - 1
+    t = time[order]
+    with_bound = key_start & has_bound[order]
+    values, ranks = np.unique(np.concatenate([t, bound[order][with_bound]]), return_inverse=True)
+    ranks = ranks.reshape(-1)
+    span = len(values) + 1
+    earlier = np.empty(n, np.int64)
+    earlier[1:] = ranks[:n - 1]
+    earlier[life_start] = -1
+    earlier[with_bound] = ranks[n:]
+    offset = life_of * span
+    running = np.maximum.accumulate(earlier + 1 + offset) - offset - 1
+    late_sorted = ranks[:n] <= running
+    late = np.empty(n, bool)
+    late[order] = late_sorted
+    previous = np.empty(n, values.dtype)
+    previous[order] = values[np.maximum(running, 0)]
+    return late, previous
