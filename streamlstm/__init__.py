@@ -5,7 +5,7 @@ from __future__ import annotations
 from streamlstm import errors, layers
 from streamlstm.errors import StreamLSTMError
 from streamlstm.io import load_model, save_model
-from streamlstm.keras_import import load_keras
+from streamlstm.keras_import import load_keras, save_keras
 from streamlstm.layers import LSTM, RNN, LSTMCell, StackedRNNCells
 from streamlstm.runtime import StreamRuntime
 
@@ -23,5 +23,6 @@ __all__ = [
     "layers",
     "load_keras",
     "load_model",
+    "save_keras",
     "save_model",
 ]

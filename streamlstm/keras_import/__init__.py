@@ -23,6 +23,7 @@ from streamlstm.keras_import.modules import (
     KerasModel,
     KerasTimeDistributed,
 )
+from streamlstm.keras_import.save import save_keras
 
 __all__ = [
     "SUPPORTED",
@@ -34,6 +35,7 @@ __all__ = [
     "KerasModel",
     "KerasTimeDistributed",
     "load_keras",
+    "save_keras",
 ]
 
 _WEIGHTED = ("LSTM", "RNN", "Bidirectional", "Dense", "TimeDistributed")
@@ -64,8 +66,12 @@ def load_keras(path: str | Path) -> KerasModel:
     file = read_keras_file(path)
     chain = model_chain(file.config)
     layers, used_names = [], {}
+    batch = None
+    if chain.layers and chain.layers[0].class_name == "InputLayer":
+        config = chain.layers[0].config
+        batch = (config.get("batch_shape") or config.get("batch_input_shape") or [None])[0]
     for spec in chain.layers:
-        module = convert_layer(spec, _weights(file, spec, used_names), file.keras_major)
+        module = convert_layer(spec, _weights(file, spec, used_names), file.keras_major, batch)
         if module is not None:
             layers.append(module)
     if not layers:

@@ -208,22 +208,26 @@ def _assign(spec: LayerSpec, params: list[tuple[str, torch.nn.Parameter | None]]
             param.copy_(torch.from_numpy(np.asarray(value)))
 
 
-def _set_recurrent(spec: LayerSpec, layer: RNN, weights: list[np.ndarray]) -> None:
+def _set_recurrent(spec: LayerSpec, layer: RNN, weights: list[np.ndarray], batch: int | None = None) -> None:
     if not weights:
         raise KerasFileError(f"layer {spec.name!r} ({spec.class_name}): no weights in the file")
-    layer.build((None, None, int(weights[0].shape[0])))
+    layer.build((batch, None, int(weights[0].shape[0])))  # a stateful layer keeps the model's fixed batch size
     _assign(spec, layer.weight_list(), weights)
 
 
-def convert_layer(spec: LayerSpec, weights: list[np.ndarray], major: int) -> torch.nn.Module | None:
-    """One Keras layer as a torch module with its weights (``get_weights()`` order); None for InputLayer."""
+def convert_layer(spec: LayerSpec, weights: list[np.ndarray], major: int,
+                  batch: int | None = None) -> torch.nn.Module | None:
+    """One Keras layer as a torch module with its weights (``get_weights()`` order); None for InputLayer.
+
+    ``batch`` is the model's fixed batch size (from its InputLayer), which stateful layers keep.
+    """
     name, config = spec.class_name, spec.config
     if name == "InputLayer":
         return None
     dtype = layer_dtype(spec)
     if name in ("LSTM", "RNN"):
         layer = _lstm(spec, config, major, dtype) if name == "LSTM" else _rnn(spec, config, major, dtype)
-        _set_recurrent(spec, layer, weights)
+        _set_recurrent(spec, layer, weights, batch)
         return layer
     if name == "Bidirectional":
         layer = _bidirectional(spec, major, dtype)
