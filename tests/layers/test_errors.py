@@ -11,8 +11,7 @@ from layer_helpers import make_lstm
 import streamlstm as sl
 from streamlstm.errors import ArgumentTypeError, ConfigError, ShapeError, StateError, StreamLSTMError
 
-
-@pytest.mark.parametrize(("kwargs", "error", "message"), [
+BAD_ARGUMENTS = [
     ({"units": 0}, ConfigError, r"`units` must be a positive integer, got 0"),
     ({"units": -3}, ConfigError, r"`units` must be a positive integer, got -3"),
     ({"units": 2.5}, ArgumentTypeError, r"`units` must be a positive integer, got float 2.5"),
@@ -38,11 +37,15 @@ from streamlstm.errors import ArgumentTypeError, ConfigError, ShapeError, StateE
     ({"units": 3, "stateful": "yes"}, ArgumentTypeError, r"`stateful` must be True or False, got 'yes'"),
     ({"units": 3, "dtype": "int32"}, ConfigError, r"`dtype` must be one of .*got 'int32'"),
     ({"units": 3, "seed": 1.5}, ConfigError, r"`seed` must be an integer or None, got 1.5"),
+]
+RNN_ARGUMENTS = {"return_sequences", "stateful"}
+
+
+@pytest.mark.parametrize(("factory", "kwargs", "error", "message"), [
+    (factory, *case) for factory in (sl.LSTM, sl.LSTMCell) for case in BAD_ARGUMENTS
+    if factory is sl.LSTM or not case[0].keys() & RNN_ARGUMENTS
 ])
-@pytest.mark.parametrize("factory", [sl.LSTM, sl.LSTMCell])
 def test_bad_constructor_arguments(factory, kwargs, error, message) -> None:
-    if factory is sl.LSTMCell and kwargs.keys() & {"return_sequences", "stateful"}:
-        pytest.skip("an RNN argument")
     with pytest.raises(error, match=message) as info:
         factory(**kwargs)
     assert isinstance(info.value, StreamLSTMError)
