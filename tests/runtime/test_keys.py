@@ -1,0 +1,50 @@
+"""The vectorized key index: integer, string and dictionary keys, slices, hash collisions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from conftest import F, feed_all, lstm, reference
+
+from streamlstm.runtime.keys import KeyIndex
+
+
+def test_int_lookup_insert_remove():
+    index = KeyIndex("int")
+    first = index.lookup(pa.array([5, 3, 5, 9]))
+    assert first.slots.tolist() == [-1, -1, -1, -1] and not first.distinct
+    assert first.group[0] == first.group[2] and len(set(first.group.tolist())) == 3
+    assert first.new_rows.tolist() == [0, 1, 3]                    # one row per new key, first appearance
+    index.insert(pa.array([5, 3, 5, 9]), first.new_rows, np.array([10, 11, 12]), first)
+    again = index.lookup(pa.array([9, 5, 7]))
+    assert again.slots.tolist() == [12, 10, -1] and again.distinct
+    index.remove(np.array([10]))
+    assert index.lookup(pa.array([5])).slots.tolist() == [-1] and len(index) == 2
+
+
+def test_string_hash_handles_slices_empty_strings_and_dictionaries():
+    index = KeyIndex("str")
+    keys = pa.array(["", "a", "ab", "ba", "a\x00", "long-" * 30])
+    first = index.lookup(keys)
+    assert first.distinct
+    index.insert(keys, first.new_rows, np.arange(6), first)
+    sliced = keys.slice(2, 3)
+    assert index.lookup(sliced).slots.tolist() == [2, 3, 4]
+    assert index.lookup(pa.array(["ba", "", "zz"]).dictionary_encode()).slots.tolist() == [3, 0, -1]
+    assert index.lookup(pa.array(["ab"], pa.large_string())).slots.tolist() == [2]
+
+
+def test_hash_collisions_fall_back_to_an_exact_map(rng, monkeypatch):
+    from streamlstm.runtime import keys as keys_module
+
+    monkeypatch.setattr(keys_module._StringHasher, "__call__",
+                        lambda self, strings: np.zeros(len(strings), np.uint64))   # everything collides
+    layer = lstm(3)
+    keys = rng.integers(0, 6, 80)
+    x = rng.normal(size=(80, F)).astype(np.float32)
+    import streamlstm as sl
+    rt = sl.StreamRuntime(layer, key="id", features="x")
+    got = feed_all(rt, keys, x, [20, 21, 50], key_type="str")
+    assert rt._index._exact is not None
+    np.testing.assert_allclose(got, reference(layer, keys, x, None, None, None), rtol=1e-5, atol=1e-6)
+    assert sorted(rt.keys()) == sorted(f"stream-{k}" for k in np.unique(keys))
