@@ -42,19 +42,30 @@ def _accepts_training(fn: Any) -> bool:
         return False
 
 
-def cell_caller(cell: Any):
-    """A function ``(inputs, states, training) -> (output, list_of_states)`` for any protocol cell."""
-    fn = cell if isinstance(cell, torch.nn.Module) else getattr(cell, "call", cell)
-    signature_fn = cell.forward if isinstance(cell, torch.nn.Module) else fn
-    with_training = _accepts_training(signature_fn)
+class CellCaller:
+    """Calls any protocol cell as ``(inputs, states, training) -> (output, list_of_states)``.
 
-    def call(inputs: torch.Tensor, states: list[Any], training: bool):
-        output, new_states = fn(inputs, states, training=training) if with_training else fn(inputs, states)
+    An object rather than a closure so that layers holding one can be pickled and deep-copied (the copy
+    then calls the copied cell, not the original).
+    """
+
+    def __init__(self, cell: Any) -> None:
+        self.cell = cell
+        signature_fn = cell.forward if isinstance(cell, torch.nn.Module) else getattr(cell, "call", cell)
+        self.with_training = _accepts_training(signature_fn)
+
+    def __call__(self, inputs: torch.Tensor, states: list[Any], training: bool):
+        cell = self.cell
+        fn = cell if isinstance(cell, torch.nn.Module) else getattr(cell, "call", cell)
+        output, new_states = fn(inputs, states, training=training) if self.with_training else fn(inputs, states)
         if isinstance(new_states, torch.Tensor):
             new_states = [new_states]
         return output, list(new_states)
 
-    return call
+
+def cell_caller(cell: Any) -> CellCaller:
+    """A function ``(inputs, states, training) -> (output, list_of_states)`` for any protocol cell."""
+    return CellCaller(cell)
 
 
 def initial_states(cell: Any, batch_size: int, dtype: torch.dtype, device: torch.device) -> list[Any]:
