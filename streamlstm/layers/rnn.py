@@ -247,6 +247,16 @@ class RNN(Layer):
         return [self.activity_regularizer(t) / t.shape[0] for t in _flat_tensors(result)]
 
     # -- configuration ------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RNN:
+        """Inverse of ``get_config``: the cell may be given in its serialized form."""
+        from streamlstm.layers.serialization import deserialize  # that module imports this one
+
+        config = dict(config)
+        if isinstance(config.get("cell"), dict):
+            config["cell"] = deserialize(config["cell"])
+        return cls(**config)
+
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"cell": {"class_name": type(self.cell).__name__, "config": self.cell.get_config()}}
         config.update({flag: getattr(self, flag) for flag in _RNN_FLAGS})

@@ -30,9 +30,4 @@ def deserialize(data: dict[str, Any]) -> Any:
     name = data.get("class_name") if isinstance(data, dict) else None
     if name not in _CLASSES:
         raise ConfigError(f"unknown layer class {name!r}; supported: {', '.join(sorted(_CLASSES))}")
-    config = dict(data.get("config") or {})
-    if name == "RNN":
-        config["cell"] = deserialize(config["cell"])
-    elif name == "StackedRNNCells":
-        config["cells"] = [deserialize(cell) for cell in config["cells"]]
-    return _CLASSES[name](**config)
+    return _CLASSES[name].from_config(dict(data.get("config") or {}))

@@ -83,5 +83,12 @@ class StackedRNNCells(Layer):
             if hasattr(cell, "reset_dropout_mask"):
                 cell.reset_dropout_mask()
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> StackedRNNCells:
+        """Inverse of ``get_config``: cells may be given in their serialized form."""
+        from streamlstm.layers.serialization import deserialize  # that module imports this one
+
+        return cls([deserialize(c) if isinstance(c, dict) else c for c in config["cells"]])
+
     def get_config(self) -> dict[str, Any]:
         return {"cells": [{"class_name": type(c).__name__, "config": c.get_config()} for c in self.cells]}

@@ -142,8 +142,7 @@ def test_config_and_serialize_round_trips(build) -> None:
     layer = build()
     _equivalent(layer, deserialize(serialize(layer)))
     _equivalent(layer, deserialize(json.loads(json.dumps(serialize(layer)))))
-    if not isinstance(layer, (sl.RNN, sl.StackedRNNCells)) or isinstance(layer, sl.LSTM):
-        _equivalent(layer, type(layer).from_config(layer.get_config()))
+    _equivalent(layer, type(layer).from_config(layer.get_config()))
 
 
 def test_lstm_config_has_every_keras_argument() -> None:
