@@ -124,6 +124,16 @@ def test_mask_semantics_by_hand() -> None:
     out_zero, _, _ = layer(x, mask=mask, initial_state=[h0, c0])
     torch.testing.assert_close(out_zero, torch.where(mask[..., None], out, torch.zeros_like(out)))
 
+    # The last output is the output of the last step after these rules.
+    for zero_output_for_mask in (False, True):
+        last = make_lstm(2, 1, zero_output_for_mask=zero_output_for_mask)
+        with sl.layers.force_generic():
+            generic_last = last(x, mask=mask, initial_state=[h0, c0])
+        fused_last = last(x, mask=mask, initial_state=[h0, c0])
+        expected = torch.zeros(1, 2) if zero_output_for_mask else real[:, 1]
+        torch.testing.assert_close(fused_last, expected)
+        torch.testing.assert_close(generic_last, expected)
+
 
 @pytest.mark.parametrize("return_sequences", [True, False])
 def test_fully_masked_row_outputs_zeros_and_keeps_initial_state(return_sequences) -> None:
