@@ -7,6 +7,7 @@ whose ``losses`` are recomputed from the current weights each time they are read
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
 
 def check_rate(value: Any, argument: str) -> float:
     """A dropout rate: a number in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # Real: numpy scalars too
         raise ArgumentTypeError(f"`{argument}` must be a float in [0, 1), got {type(value).__name__}")
     if not 0.0 <= float(value) < 1.0:
         raise ConfigError(f"`{argument}` must be in [0, 1), got {value}")

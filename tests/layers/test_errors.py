@@ -52,6 +52,12 @@ def test_bad_constructor_arguments(factory, kwargs, error, message) -> None:
     assert isinstance(info.value, ValueError if error is not ArgumentTypeError else TypeError)
 
 
+@pytest.mark.parametrize("value", [np.float32(0.25), np.float64(0.25), np.int64(0), 0])
+def test_numpy_scalars_are_accepted(value) -> None:
+    layer = sl.LSTM(np.int32(3), dropout=value, recurrent_dropout=value, implementation=np.int64(1))
+    assert (layer.units, layer.dropout, layer.implementation) == (3, float(value), 1)
+
+
 def test_unknown_lstm_keyword() -> None:
     with pytest.raises(ArgumentTypeError, match="unexpected keyword argument.*'dropuot'"):
         sl.LSTM(3, dropuot=0.1)
