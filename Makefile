@@ -13,7 +13,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[test,keras]'
+	$(BIN)/pip install --quiet -e '.[test,keras,demo]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -5,6 +5,7 @@ from __future__ import annotations
 from streamlstm import errors, layers
 from streamlstm.errors import StreamLSTMError
 from streamlstm.io import load_model, save_model
+from streamlstm.io.replay import ReplaySummary, replay, replay_table, replay_to_file
 from streamlstm.keras_import import load_keras, save_keras
 from streamlstm.layers import LSTM, RNN, LSTMCell, StackedRNNCells
 from streamlstm.runtime import StreamRuntime
@@ -15,6 +16,7 @@ __all__ = [
     "LSTM",
     "LSTMCell",
     "RNN",
+    "ReplaySummary",
     "StackedRNNCells",
     "StreamLSTMError",
     "StreamRuntime",
@@ -23,6 +25,9 @@ __all__ = [
     "layers",
     "load_keras",
     "load_model",
+    "replay",
+    "replay_table",
+    "replay_to_file",
     "save_keras",
     "save_model",
 ]

@@ -19,17 +19,90 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 success, 2 bad usage or input. Run 'streamlstm COMMAND --help' for a command's options.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    demo = commands.add_parser("demo", help="run the showcase (what 'make demo' runs)",
-                               description="Run the Keras documentation examples on PyTorch and print shapes "
-                                           "and timings.")
-    demo.set_defaults(handler=_run_demo)
+    _add_demo(commands)
+    _add_replay(commands)
     return parser
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo", help="run the showcase (what 'make demo' runs)",
+        description="The layers on the Keras documentation examples, then a sensor forecasting showcase: generate "
+                    "a multi-stream Arrow file, train a small LSTM forecaster, save it, replay the file through "
+                    "the stream runtime, and print and plot the forecasts against a last-value baseline.")
+    demo.add_argument("--size", choices=("small", "full"), default="full",
+                      help="dataset and training size (small: a few seconds, for tests; default: full)")
+    demo.add_argument("--out", default="demo_output", metavar="DIR",
+                      help="directory for the data, model, forecasts and plot (default: ./demo_output)")
+    demo.add_argument("--layers", action="store_true", help="only the layers showcase")
+    demo.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from streamlstm.demo import run_layers_demo
 
     run_layers_demo()
+    if not args.layers:
+        from streamlstm.demo_forecast import run_forecast_demo
+
+        print()
+        run_forecast_demo(args.out, size=args.size)
+    return 0
+
+
+def _add_replay(commands: argparse._SubParsersAction) -> None:
+    from streamlstm.io.replay import DEFAULT_BATCH_ROWS
+
+    replay = commands.add_parser(
+        "replay", help="replay an Arrow/Parquet file through a saved model, stream by stream",
+        description="Feed recorded rows of many interleaved streams through a model exactly as they would have "
+                    "run live, writing one output row per input row (key, time, output) in input order. "
+                    "The options mirror streamlstm.replay_to_file; see its documentation.")
+    replay.add_argument("input", metavar="INPUT",
+                        help="Arrow IPC file, Arrow IPC stream ('-' = stdin), Parquet file, or a directory or "
+                             "glob of Arrow/Parquet files (read in sorted order)")
+    replay.add_argument("--model", required=True, help="a model file written by streamlstm.save_model")
+    replay.add_argument("--out", required=True, help="output file (.arrow or .parquet, or see --format)")
+    replay.add_argument("--key", default="stream_id", help="stream key column (default: stream_id)")
+    features = replay.add_mutually_exclusive_group()
+    features.add_argument("--features", default=None, metavar="COL",
+                          help="one FixedSizeList<float>[F] features column (default: x)")
+    features.add_argument("--feature-columns", default=None, metavar="A,B,C",
+                          help="numeric scalar feature columns, comma-separated")
+    for name, meaning in (("mask", "bool: False = masked step"), ("reset", "bool: True = zero the stream first"),
+                          ("end", "bool: True = release the stream after the row"),
+                          ("time", "per-stream increasing time, copied to the output")):
+        replay.add_argument(f"--{name}", default=None, metavar="COL", help=f"{name} column ({meaning})")
+    replay.add_argument("--mode", choices=("auto", "chunk", "step"), default="auto",
+                        help="runtime mode (default: auto)")
+    replay.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, metavar="N",
+                        help=f"rows per batch fed to the runtime (default: {DEFAULT_BATCH_ROWS})")
+    replay.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    replay.add_argument("--checkpoint", default=None, metavar="DIR",
+                        help="checkpoint directory: crash-safe and resumable with --resume")
+    replay.add_argument("--checkpoint-every", type=int, default=10, metavar="N",
+                        help="batches between checkpoints (default: 10)")
+    replay.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint DIR")
+    replay.add_argument("--format", choices=("arrow", "parquet"), default=None,
+                        help="output format (default: from the --out extension)")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    replay.set_defaults(handler=_run_replay)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from streamlstm.io.replay import replay_to_file
+
+    if args.feature_columns is not None:
+        features: str | list[str] = [name.strip() for name in args.feature_columns.split(",") if name.strip()]
+    else:
+        features = args.features or "x"
+    summary = replay_to_file(
+        args.input, args.model, args.out, format=args.format, checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every, resume=args.resume, key=args.key, features=features,
+        mask=args.mask, reset=args.reset, end=args.end, time=args.time, mode=args.mode,
+        batch_rows=args.batch_rows, device=args.device, progress=False if args.quiet else None)
+    if not args.quiet:
+        print(summary)
     return 0
 
 
@@ -39,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except StreamLSTMError as exc:
-        print(f"streamlstm {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).splitlines())  # one line, whatever the message
+        print(f"streamlstm {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

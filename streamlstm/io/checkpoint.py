@@ -33,7 +33,8 @@ __all__ = ["Checkpoint", "CheckpointRecord", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _RECORD = "checkpoint.json"
-_STATE = re.compile(r"runtime-(\d{6})\.state(\.tmp)?$")
+# The state files, and the temp files StreamRuntime.save leaves when killed mid-write.
+_STATE = re.compile(r"\.?runtime-(\d{6})\.state(\..*\.tmp)?$")
 
 
 @dataclass

@@ -117,9 +117,9 @@ class FileSink:
     def write(self, batch: pa.RecordBatch) -> None:
         self._writer.write(batch)
 
-    def finish(self, empty: pa.Schema) -> Path:
+    def finish(self, empty: pa.Schema | None = None) -> Path:
         """Close, sync and rename into place; ``empty`` is the schema written when no row came."""
-        if self._writer._writer is None:
+        if self._writer._writer is None and empty is not None:
             self._writer.write(pa.RecordBatch.from_pylist([], schema=empty))
         self._writer.close()
         _fsync_file(self._writer.path)
@@ -179,7 +179,7 @@ class PartSink:
                 total += sum(batch.num_rows for batch in pa.ipc.open_stream(handle))
         return total
 
-    def finish(self, path: str | os.PathLike, format: str, empty: pa.Schema) -> Path:
+    def finish(self, path: str | os.PathLike, format: str, empty: pa.Schema | None = None) -> Path:
         """Stream every sealed part, in order, into the output file ``path``."""
         sink = FileSink(path, format)
         try:

@@ -75,7 +75,13 @@ class Source:
         """Batches of ``batch_rows`` rows (of ``columns`` only, if given) from row ``start_row`` on."""
         if batch_rows < 1:
             raise SourceError(f"`batch_rows` must be a positive integer, got {batch_rows}")
-        return rechunk(self._read(start_row, list(columns) if columns is not None else None), batch_rows)
+        return rechunk(self._checked(start_row, list(columns) if columns is not None else None), batch_rows)
+
+    def _checked(self, start_row: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._read(start_row, columns)
+        except (pa.ArrowException, OSError) as exc:  # a file damaged after its header, or gone
+            raise SourceError(f"cannot read input {self.description}: {_reason(exc)}") from exc
 
 
 def rechunk(batches: Iterable[pa.RecordBatch], batch_rows: int) -> Iterator[pa.RecordBatch]:
