@@ -22,12 +22,11 @@ def random_weights(layer: Any, seed: int = 0, scale: float = 0.5) -> list[np.nda
     return weights
 
 
-def make_lstm(units: int, input_dim: int, seed: int = 0, dtype: torch.dtype = torch.float32, **kwargs: Any):
-    """A built ``sl.LSTM`` with seeded random weights."""
+def make_lstm(units: int, input_dim: int, weight_seed: int = 0, dtype: torch.dtype = torch.float32, **kwargs: Any):
+    """A built ``sl.LSTM`` with random weights drawn from ``weight_seed`` (``seed`` goes to the layer)."""
     layer = sl.LSTM(units, dtype=dtype, **kwargs)
-    batch = kwargs.get("stateful") and None
-    layer.build((batch, None, input_dim))
-    random_weights(layer, seed)
+    layer.build((None, None, input_dim))
+    random_weights(layer, weight_seed)
     return layer
 
 

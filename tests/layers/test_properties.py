@@ -56,7 +56,7 @@ def _build(case: dict[str, Any], **overrides: Any) -> sl.LSTM:
     kwargs = {k: case[k] for k in ("use_bias", "go_backwards", "zero_output_for_mask", "return_sequences",
                                    "return_state")}
     kwargs.update(overrides)
-    return make_lstm(case["units"], case["features"], seed=case["seed"], dtype=torch.float64, **kwargs)
+    return make_lstm(case["units"], case["features"], weight_seed=case["seed"], dtype=torch.float64, **kwargs)
 
 
 def _inputs(case: dict[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -196,3 +196,17 @@ def test_unroll_gives_the_same_numbers(case: dict[str, Any]) -> None:
                      rolled(x, mask=case["mask"], initial_state=state), **F64)
     assert unrolled.last_path == "generic"
 
+
+
+@PROPERTY
+@given(cases(), st.sampled_from([0.1, 0.5]))
+def test_input_dropout_fused_equals_generic_with_the_same_seed(case: dict[str, Any], rate: float) -> None:
+    """Training with input dropout (implementation 2) stays fused and draws the generic loop's mask."""
+    x, state = _inputs(case)
+    results = []
+    for generic in (False, True):
+        layer = _build(case, dropout=rate, seed=case["seed"])
+        with force_generic() if generic else contextlib.nullcontext():
+            results.append(layer(x, mask=case["mask"], initial_state=state, training=True))
+        assert layer.last_path == ("generic" if generic else "fused")
+    assert_all_close(*results, **F64)
