@@ -86,7 +86,9 @@ class Checkpoint:
         """
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(f"checkpoint directory {self.directory} is a file")
-        record = self._read() if self.record_path.exists() else None
+        # An existing record, even one refused below, is never cleaned away by abandon().
+        self._committed = self.record_path.exists()
+        record = self._read() if self._committed else None
         if record is not None and not self.resume:
             raise CheckpointError(
                 f"{self.directory} holds the checkpoint of an unfinished replay ({record.input_rows:,} input rows "
@@ -102,7 +104,6 @@ class Checkpoint:
         self.parts.discard_after(record.parts if record else 0)
         self.parts.next_part = record.parts if record else 0
         if record is not None:
-            self._committed = True
             written = self.parts.part_rows()
             if written != record.output_rows:
                 raise CheckpointError(f"checkpoint in {self.directory} is damaged: it counts "

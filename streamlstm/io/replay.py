@@ -139,7 +139,8 @@ class _Replay:
 
     def empty_output(self) -> pa.Schema:
         """The output schema, from feeding the runtime an empty batch (for inputs without rows)."""
-        empty = pa.RecordBatch.from_pylist([], schema=self.source.schema.select(self.columns))
+        schema = pa.schema([self.source.schema.field(name) for name in self.columns])
+        empty = pa.RecordBatch.from_pylist([], schema=schema)
         return self.runtime.feed(empty).schema
 
     def fingerprint(self, out: Path, format: str) -> dict[str, Any]:
