@@ -13,18 +13,18 @@ from streamlstm.layers.stacked_rnn_cells import StackedRNNCells
 
 __all__ = [
     "LSTM",
-    "RNN",
     "LSTMCell",
     "Layer",
+    "RNN",
     "StackedRNNCells",
     "activations",
     "apply_constraints",
     "constrain_after_step",
     "constraints",
+    "deserialize",
     "force_generic",
     "fused_lstm",
     "initializers",
     "regularizers",
     "serialize",
-    "deserialize",
 ]

@@ -42,7 +42,7 @@ class LSTM(RNN):
         the initializers, unit_forget_bias, the regularizers and constraints, dropout, recurrent_dropout,
         implementation, seed), then every :class:`RNN` argument (activity_regularizer,
         return_sequences, return_state, go_backwards, stateful, time_major, unroll,
-        zero_output_for_mask), and ``dtype``/``device``. Each has the default and meaning documented
+        zero_output_for_mask, input_shape), and ``dtype``/``device``. Each has the default and meaning documented
         there.
 
     Call arguments and returns: as :class:`RNN`.
@@ -64,7 +64,7 @@ class LSTM(RNN):
     def __init__(self, units: int, *args: Any, activity_regularizer: Any = None, return_sequences: bool = False,
                  return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
                  time_major: bool = False, unroll: bool = False, zero_output_for_mask: bool = False,
-                 dtype: Any = None, device: Any = None, **cell_kwargs: Any) -> None:
+                 input_shape: Any = None, dtype: Any = None, device: Any = None, **cell_kwargs: Any) -> None:
         if args:
             raise ArgumentTypeError("LSTM takes `units` positionally; pass the other arguments by keyword")
         unknown = sorted(set(cell_kwargs) - set(_CELL_ARGS))
@@ -74,7 +74,7 @@ class LSTM(RNN):
         super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
                          go_backwards=go_backwards, stateful=stateful, unroll=unroll, time_major=time_major,
                          zero_output_for_mask=zero_output_for_mask, activity_regularizer=activity_regularizer,
-                         dtype=dtype, device=device)
+                         input_shape=input_shape, dtype=dtype, device=device)
 
     def __getattr__(self, name: str) -> Any:
         # Keras exposes the cell's configuration on the layer (layer.units, layer.dropout, ...).
@@ -114,3 +114,7 @@ class LSTM(RNN):
 
     def extra_repr(self) -> str:
         return ", ".join(part for part in (self.cell.extra_repr(), super().extra_repr()) if part)
+
+    def __repr__(self) -> str:
+        # The cell is an implementation detail of LSTM: one line, as torch.nn.LSTM prints.
+        return f"{type(self).__name__}({self.extra_repr()})"

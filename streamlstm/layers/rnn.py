@@ -43,6 +43,9 @@ class RNN(Layer):
             output.
         activity_regularizer (str | dict | callable, None): penalty on every output tensor of a call
             (states included when ``return_state``), divided by its first dimension, as Keras does.
+        input_shape (tuple, None): ``(time, features)`` (time may be None) builds the weights now, so
+            that an optimizer created before the first call sees them; otherwise they are created by
+            ``build()`` or the first call, like ``torch.nn.LazyLinear``.
 
     Call arguments:
         inputs: [batch, time, features] tensor or numpy array.
@@ -58,7 +61,8 @@ class RNN(Layer):
     def __init__(self, cell: Any, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
                  time_major: bool = False, zero_output_for_mask: bool = False,
-                 activity_regularizer: Any = None, dtype: Any = None, device: Any = None) -> None:
+                 activity_regularizer: Any = None, input_shape: Any = None, dtype: Any = None,
+                 device: Any = None) -> None:
         super().__init__(dtype=dtype, device=device)
         if isinstance(cell, (list, tuple)):
             cell = StackedRNNCells(list(cell))
@@ -76,6 +80,11 @@ class RNN(Layer):
         self._states: list[torch.Tensor] | None = None
         self._activity_losses: list[torch.Tensor] = []
         self.last_path: str | None = None
+        if input_shape is not None:
+            shape = tuple(input_shape)
+            if len(shape) != 2:
+                raise ShapeError(f"`input_shape` must be (time, features) without the batch, got {shape}")
+            self.build((None, *shape))
 
     # -- state structure ---------------------------------------------------------------------------
     @property

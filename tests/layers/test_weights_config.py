@@ -169,13 +169,21 @@ def test_deserialize_unknown_class() -> None:
 
 def test_repr_shows_non_default_settings() -> None:
     assert repr(sl.LSTMCell(4)) == "LSTMCell(4)"
-    assert repr(sl.LSTM(4)) == "LSTM(\n  4\n  (cell): LSTMCell(4)\n)"
+    assert repr(sl.LSTM(4)) == "LSTM(4)"  # one line, like torch.nn.LSTM; the cell is a detail
+    assert "(cell): LSTMCell(3)" in repr(sl.RNN(sl.LSTMCell(3)))
     text = repr(sl.LSTM(4, activation="relu", dropout=0.25, return_sequences=True))
     assert "activation='relu'" in text and "dropout=0.25" in text and "return_sequences=True" in text
     assert "recurrent_activation" not in text and "go_backwards" not in text
     layer = sl.LSTM(4)
     layer.build((None, None, 3))
     assert "input_dim=3" in repr(layer)
+
+
+def test_input_shape_builds_the_weights_at_construction() -> None:
+    layer = sl.LSTM(4, input_shape=(None, 3))
+    assert [p.shape for p in layer.parameters()] == [(3, 16), (4, 16), (16,)]
+    with pytest.raises(sl.errors.ShapeError, match=r"`input_shape` must be \(time, features\)"):
+        sl.LSTM(4, input_shape=(2, None, 3))
 
 
 # -- losses ------------------------------------------------------------------------------------------------
