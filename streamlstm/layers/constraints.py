@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from streamlstm.layers.registry import Registry, serialize
+from streamlstm.layers.registry import Configurable, Registry, serialize
 
 __all__ = ["MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "get", "names", "serialize"]
 
@@ -22,16 +22,9 @@ _registry = Registry("constraint")
 _EPSILON = 1e-7
 
 
-class Constraint:
+class Constraint(Configurable):
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    def get_config(self) -> dict:
-        return dict(vars(self))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _norms(weight: torch.Tensor, axis: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from streamlstm.layers.registry import Registry, serialize
+from streamlstm.layers.registry import Configurable, Registry, serialize
 
 __all__ = ["get", "names", "serialize"]
 
@@ -26,7 +26,7 @@ Shape = Sequence[int]
 _TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]
 
 
-class Initializer:
+class Initializer(Configurable):
     """Base class: subclasses implement ``sample(shape, dtype, generator)``."""
 
     seed: int | None = None
@@ -38,13 +38,6 @@ class Initializer:
 
     def sample(self, shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
-
-    def get_config(self) -> dict:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:

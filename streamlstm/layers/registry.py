@@ -81,6 +81,17 @@ class Registry:
         )
 
 
+class Configurable:
+    """Base of registry objects whose constructor arguments are their config (Keras ``get_config``)."""
+
+    def get_config(self) -> dict:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
 def serialize(obj: Any) -> Any:
     """The JSON form of a resolved object: its Keras config dict, or its name; ``None`` stays."""
     if obj is None:

@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import torch
 
-from streamlstm.layers.registry import Registry, serialize
+from streamlstm.layers.registry import Configurable, Registry, serialize
 
 __all__ = ["L1", "L1L2", "L2", "get", "names", "serialize"]
 
 _registry = Registry("regularizer")
 
 
-class Regularizer:
+class Regularizer(Configurable):
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    def get_config(self) -> dict:
-        return dict(vars(self))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @_registry.register("L1L2")
