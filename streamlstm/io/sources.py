@@ -8,7 +8,7 @@ resumed at a batch boundary sees the very batches an uninterrupted run saw.
 =========================== ===================================================================
 input                       how it is read
 =========================== ===================================================================
-Arrow IPC file              memory-mapped, zero-copy; the map is reopened every 64 MiB so that
+Arrow IPC file              memory-mapped, zero-copy; the map is reopened every 16 MiB so that
                             resident memory stays flat however large the file
 Arrow IPC stream            read batch by batch (a file, or ``"-"`` for standard input)
 Parquet file                row group by row group, only the needed columns
@@ -40,7 +40,7 @@ from streamlstm.errors import SchemaError, SourceError
 
 __all__ = ["Source", "open_source", "rechunk"]
 
-_MAP_WINDOW_BYTES = 64 << 20
+_MAP_WINDOW_BYTES = 16 << 20
 _GLOB_CHARS = frozenset("*?[")
 
 Reader = Callable[[int, "Sequence[str] | None"], Iterator[pa.RecordBatch]]

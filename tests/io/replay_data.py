@@ -29,15 +29,17 @@ def make_table(streams: int = 30, steps: int = 40, width: int = 3, seed: int = 0
                      "reset": pa.array(rng.random(len(keys)) < 0.02)})
 
 
-def make_model(width: int = 3, units: int = 8, seed: int = 0) -> torch.nn.Module:
+def make_model(width: int = 3, units: int = 8, seed: int = 0, head: bool = True) -> torch.nn.Module:
+    """``LSTM(units)`` then ``Linear(units, 2)`` (without ``head``: the LSTM alone)."""
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(sl.LSTM(units, return_sequences=True, seed=seed), torch.nn.Linear(units, 2))
+    layers = [sl.LSTM(units, return_sequences=True, seed=seed)] + ([torch.nn.Linear(units, 2)] if head else [])
+    model = torch.nn.Sequential(*layers)
     model[0].build((None, None, width))
     return model.eval()
 
 
-def save_model(path: Path, width: int = 3, units: int = 8) -> Path:
-    sl.save_model(make_model(width, units), path)
+def save_model(path: Path, width: int = 3, units: int = 8, head: bool = True) -> Path:
+    sl.save_model(make_model(width, units, head=head), path)
     return path
 
 
