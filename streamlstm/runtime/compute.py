@@ -33,7 +33,7 @@ __all__ = ["StageResult", "run_stage_chunk", "run_stage_step", "lstm_step"]
 class StageResult:
     outputs: torch.Tensor                    # [n, units] in processing order
     final: list[torch.Tensor]                # flat states [segments, size]
-    has_output: torch.Tensor                 # [segments] bool
+    has_output: torch.Tensor | None          # [segments] bool; None: all True (no mask in the batch)
     row_states: list[torch.Tensor] | None = None   # flat states after each row, processing order
 
 
@@ -63,10 +63,18 @@ def _pad_index(plan: RowPlan, device: torch.device) -> torch.Tensor | None:
 
 def run_stage_chunk(stage: RecurrentStage, x: torch.Tensor, plan: RowPlan, states: list[torch.Tensor],
                     has: torch.Tensor, mask: torch.Tensor | None) -> StageResult:
-    """Chunk mode for one recurrent stage; ``x`` [n, F] and ``mask`` [n] in processing order."""
+    """Chunk mode for one recurrent stage; ``x`` [n, F] and ``mask`` [n] in processing order, or in
+    input order when ``plan.layout`` is "time_major" (outputs then come back in input order too).
+
+    ``has`` [segments] (whether each segment's stream has had a real step) is only read, and may be
+    None, when ``mask`` is None."""
     segments, steps, features = plan.num_segments, plan.max_len, x.shape[1]
-    index = _pad_index(plan, x.device)
-    if index is None:
+    time_major = plan.layout == "time_major"
+    index = None if time_major else _pad_index(plan, x.device)
+    if time_major:   # a transposed view: the kernel runs time-major inside, so nothing is copied
+        x_pad = x.view(steps, segments, features).transpose(0, 1)
+        pad_mask = None if mask is None else mask.view(steps, segments).T
+    elif index is None:
         x_pad = x.view(segments, steps, features)
         pad_mask = None if mask is None else mask.view(segments, steps)
     else:
@@ -75,13 +83,17 @@ def run_stage_chunk(stage: RecurrentStage, x: torch.Tensor, plan: RowPlan, state
         pad_mask[index] = True if mask is None else mask
         pad_mask = pad_mask.view(segments, steps)
     initial_output = None
-    if pad_mask is not None and not stage.zero_output_for_mask:
+    if mask is not None and not stage.zero_output_for_mask:
+        # Padding is at the end, so only the user's mask can put a masked step before a real one.
         initial_output = states[-2] * has[:, None]
     outputs, _, final = stage.runner.run_sequences(x_pad, pad_mask, states, training=False,
                                                    initial_output=initial_output)
-    flat = outputs.reshape(segments * steps, stage.units)
-    out = flat if index is None else flat.index_select(0, index)
-    new_has = torch.ones_like(has) if pad_mask is None else has | pad_mask.any(dim=1)
+    if time_major:
+        out = outputs.transpose(0, 1).reshape(segments * steps, stage.units)
+    else:
+        flat = outputs.reshape(segments * steps, stage.units)
+        out = flat if index is None else flat.index_select(0, index)
+    new_has = None if mask is None else has | pad_mask.any(dim=1)
     return StageResult(out, list(final), new_has)
 
 
@@ -108,10 +120,10 @@ def run_stage_step(stage: RecurrentStage, x: torch.Tensor, plan: RowPlan, states
     if plan.max_len == 1:  # one round over every row, in processing order: no gathers
         new = _cells_step(stage, z_all, states, mask)
         out = _round_output(stage, new[-2], states[-2], has, mask)
-        new_has = torch.ones_like(has) if mask is None else has | mask
+        new_has = None if mask is None else has | mask
         return StageResult(out, new, new_has, list(new) if record else None)
     work = [s.clone() for s in states]
-    has = has.clone()
+    has = None if has is None else has.clone()
     out = x.new_empty(plan.num_rows, stage.units)
     rows_states = [x.new_empty(plan.num_rows, s.shape[1]) for s in states] if record else None
     for r in range(plan.max_len):
@@ -120,12 +132,13 @@ def run_stage_step(stage: RecurrentStage, x: torch.Tensor, plan: RowPlan, states
         rows = torch.as_tensor(plan.seg_first[active_np] + r, device=x.device)
         current = [w.index_select(0, active) for w in work]
         m = None if mask is None else mask.index_select(0, rows)
-        active_has = has.index_select(0, active)
+        active_has = None if has is None else has.index_select(0, active)
         new = _cells_step(stage, z_all.index_select(0, rows), current, m)
         out.index_copy_(0, rows, _round_output(stage, new[-2], current[-2], active_has, m))
         for w, value in zip(work, new):
             w.index_copy_(0, active, value)
-        has.index_copy_(0, active, torch.ones_like(active_has) if m is None else active_has | m)
+        if m is not None:
+            has.index_copy_(0, active, active_has | m)
         if rows_states is not None:
             for buffer, value in zip(rows_states, new):
                 buffer.index_copy_(0, rows, value)

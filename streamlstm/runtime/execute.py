@@ -23,7 +23,7 @@ __all__ = ["Outcome", "commit", "execute"]
 class Outcome:
     outputs: torch.Tensor                      # [n, out_dim], input row order
     finals: list[list[torch.Tensor]]           # per stage, flat states [keys, size]
-    has_output: list[torch.Tensor]             # per stage [keys]
+    has_output: list[torch.Tensor | None]      # per stage [keys]; None = all True
     row_states: list[torch.Tensor] | None      # every cell's h and c after each row, input row order
 
 
@@ -37,18 +37,34 @@ def _unpermute(values: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
     return torch.empty_like(values).index_copy_(0, perm, values)
 
 
-def _gather(table: StateTable, number: int, rows: RowPlan, key_slots: np.ndarray,
-            device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Initial carries per segment: the stored ones where a segment continues its stream, else zeros."""
+def contiguous_start(slots: np.ndarray) -> int | None:
+    """``slots[0]`` when ``slots`` is exactly ``slots[0], slots[0] + 1, ...``: gather and commit are then
+    slices (a fleet fed in the same order every batch), else None."""
+    n = len(slots)
+    if n == 0 or slots[0] < 0 or slots[-1] - slots[0] != n - 1:
+        return None
+    return int(slots[0]) if n == 1 or bool((np.diff(slots) == 1).all()) else None
+
+
+def _gather(table: StateTable, number: int, rows: RowPlan, key_slots: np.ndarray, device: torch.device,
+            need_has: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Initial carries per segment: the stored ones where a segment continues its stream, else zeros.
+
+    The results may be views of the slabs: compute never writes its inputs in place."""
     seg_slots = key_slots[rows.seg_key] if rows.proc_rows is not None else key_slots
     carry = rows.seg_carry & (seg_slots >= 0)
+    start = contiguous_start(seg_slots) if rows.proc_rows is None and carry.all() else None
+    if start is not None:
+        n = len(seg_slots)
+        has = table.has_output[number].narrow(0, start, n) if need_has else None
+        return [slab.narrow(0, start, n) for slab in table.slabs[number]], has
     gather = _index(np.where(carry, seg_slots, 0), device)
     states = [slab.index_select(0, gather) for slab in table.slabs[number]]
-    has = table.has_output[number].index_select(0, gather)
+    has = table.has_output[number].index_select(0, gather) if need_has else None
     if not carry.all():
         fill = torch.as_tensor(~carry, device=device)[:, None]
         states = [s.masked_fill_(fill, 0) for s in states]
-        has = has & ~fill[:, 0]
+        has = None if has is None else has & ~fill[:, 0]
     return states, has
 
 
@@ -64,22 +80,25 @@ def execute(plan: ModelPlan, table: StateTable, row_plans: dict[bool, RowPlan], 
             h = stage(h)
             continue
         rows = row_plans[stage.go_backwards]
-        states, has = _gather(table, len(finals), rows, key_slots, device)
-        perm = None if rows.proc_rows is None else _index(rows.proc_rows, device)
+        states, has = _gather(table, len(finals), rows, key_slots, device, mask is not None)
+        step = mode == "step" or record
+        keep_order = rows.layout == "identity" or (rows.layout == "time_major" and not step)
+        perm = None if keep_order else _index(rows.proc_rows, device)
         h_p = h if perm is None else h.index_select(0, perm)
         m_p = mask if perm is None or mask is None else mask.index_select(0, perm)
-        if mode == "step" or record:
+        if step:
             result = run_stage_step(stage, h_p, rows, states, has, m_p, record=record)
         else:
             result = run_stage_chunk(stage, h_p, rows, states, has, m_p)
         h = _unpermute(result.outputs, perm)
-        if perm is None:
+        if rows.proc_rows is None:   # one segment per key, in key order
             finals.append(result.final)
             has_out.append(result.has_output)
         else:
             last = _index(rows.key_last_seg, device)
             finals.append([f.index_select(0, last) for f in result.final])
-            has_out.append(result.has_output.index_select(0, last))
+            has = result.has_output
+            has_out.append(None if has is None else has.index_select(0, last))
         if record:
             row_states += [_unpermute(s, perm) for s in result.row_states]
     return Outcome(h, finals, has_out, row_states if record else None)
@@ -98,12 +117,26 @@ def commit(table: StateTable, outcome: Outcome, key_slots: np.ndarray, released:
         slots[new] = table.allocate(int(new.sum()))
     slots[released] = -1
     all_kept = bool(keep.all())
-    target = _index(slots if all_kept else slots[keep], table.device)
+    start = contiguous_start(slots) if all_kept else None
+    target = None if start is not None else _index(slots if all_kept else slots[keep], table.device)
     chosen = None if all_kept else _index(np.flatnonzero(keep), table.device)
+
+    def put(destination: torch.Tensor, values: torch.Tensor | None) -> None:
+        if values is None:   # has_output: every kept stream had a real step
+            if start is not None:
+                destination.narrow(0, start, len(slots)).fill_(True)
+            else:
+                destination.index_fill_(0, target, True)
+            return
+        values = values if chosen is None else values.index_select(0, chosen)
+        if start is not None:
+            destination.narrow(0, start, len(slots)).copy_(values)
+        else:
+            destination.index_copy_(0, target, values)
+
     with torch.no_grad():
         for stage, finals in enumerate(outcome.finals):
             for slab, final in zip(table.slabs[stage], finals):
-                slab.index_copy_(0, target, final if chosen is None else final.index_select(0, chosen))
-            has = outcome.has_output[stage]
-            table.has_output[stage].index_copy_(0, target, has if chosen is None else has.index_select(0, chosen))
+                put(slab, final)
+            put(table.has_output[stage], outcome.has_output[stage])
     return slots

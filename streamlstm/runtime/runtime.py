@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import threading
 import time as _time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +13,9 @@ import pyarrow as pa
 import torch
 
 from streamlstm.errors import ArgumentTypeError, ConfigError, StreamError
-from streamlstm.runtime import report
+from streamlstm.runtime import fast_path, report
 from streamlstm.runtime.eviction import Eviction
-from streamlstm.runtime.execute import commit, execute
+from streamlstm.runtime.execute import commit, contiguous_start, execute
 from streamlstm.runtime.keys import KeyIndex, Lookup
 from streamlstm.runtime.model_plan import build_plan
 from streamlstm.runtime.schema import Columns, ParsedBatch, describe_key, key_kind, parse_batch
@@ -46,8 +45,9 @@ class StreamRuntime(StreamStateMixin):
             same key starts a new stream).
         time (str, None): per stream strictly increasing across rows and batches (integer, float,
             timestamp, date or duration column).
-        mode (str, "auto"): "step", "chunk" or "auto" (step when every stream has one row in the batch,
-            chunk otherwise; see the benchmarks). Both give the same numbers to float rounding.
+        mode (str, "auto"): "step", "chunk" or "auto" (step for up to 64 streams of one row each, chunk
+            otherwise: the benchmarks show the native sequence kernel winning even at one row per stream
+            for larger batches). All give the same numbers to float rounding.
         device (str | torch.device, None): where carries and compute live; the model is moved there.
             Default: the model's device.
         late (str, "raise"): "raise" rejects a batch with a row at or before its stream's last time;
@@ -107,6 +107,7 @@ class StreamRuntime(StreamStateMixin):
         self._time_type: pa.DataType | None = None
         self._cache: tuple[pa.Array, int, Lookup] | None = None
         self._generation = 0
+        self._fast: fast_path.FastPath | None = None
         self.counters = dict.fromkeys(report.COUNTERS, 0)
         self.busy_seconds = 0.0
         if self._plan.output_dim is not None:
@@ -134,6 +135,11 @@ class StreamRuntime(StreamStateMixin):
         with self._lock:
             started = _time.perf_counter()
             try:
+                if self._fast is not None:
+                    output = fast_path.try_feed(self, batch)
+                    if output is not None:
+                        self._evict()
+                        return output
                 return self._feed(batch)
             finally:
                 self.busy_seconds += _time.perf_counter() - started
@@ -165,12 +171,16 @@ class StreamRuntime(StreamStateMixin):
                          for direction in {stage.go_backwards for stage in self._plan.recurrent}}
             rows = next(iter(row_plans.values()))
             x, mask = self._tensors(parsed)
-            mode = self.mode if self.mode != "auto" else ("step" if rows.max_len == 1 else "chunk")
+            mode = self.mode if self.mode != "auto" else _auto_mode(rows)
             key_slots = lookup.slots[rows.key_rows]
             with torch.inference_mode():
                 outcome = execute(self._plan, self._table, row_plans, key_slots, x, mask, mode, self.return_state)
             self._index = index
             self._commit(parsed, lookup, rows, key_slots, outcome)
+            self._fast = None
+            if kept is None and lookup.distinct and not rows.key_released.any():
+                start = contiguous_start(self._cache[2].slots)
+                self._fast = fast_path.prepare(self, batch, parsed.keys, self._cache[2].slots, start)
         output = report.output_batch(self, full, parsed, outcome, kept)
         self.counters["batches"] += 1
         self.counters["rows"] += full.num_rows
@@ -184,12 +194,7 @@ class StreamRuntime(StreamStateMixin):
         return index.lookup(keys)
 
     def _tensors(self, parsed: ParsedBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if parsed.x.flags.writeable:
-            x = torch.from_numpy(parsed.x)
-        else:  # zero-copy from Arrow: read-only memory, which the runtime never writes
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                x = torch.from_numpy(parsed.x)
+        x = fast_path.as_tensor(parsed.x)
         mask = None if parsed.mask is None or parsed.mask.all() else torch.from_numpy(parsed.mask)
         if self.device.type != "cpu":
             x = x.pin_memory().to(self.device, non_blocking=True)
@@ -293,6 +298,12 @@ class StreamRuntime(StreamStateMixin):
         """Read a runtime written by :meth:`save`; callables are not saved, so pass them again."""
         from streamlstm.runtime.persistence import load_runtime
         return load_runtime(cls, path, device=device, on_evict=on_evict, clock=clock)
+
+
+def _auto_mode(rows: Any) -> str:
+    """Step mode only for a few single-row streams (per-operation overhead dominates), else chunk: the
+    native sequence kernel wins even at one row per stream (see benchmarks/bench_runtime.py)."""
+    return "step" if rows.max_len == 1 and rows.num_rows <= fast_path.SMALL else "chunk"
 
 
 def _columns(key: Any, features: Any, mask: Any, reset: Any, end: Any, time: Any) -> Columns:

@@ -39,6 +39,9 @@ class RowPlan:
     key_last_seg: np.ndarray        # [K] the segment whose final state is committed
     key_released: np.ndarray        # [K] bool: the key's last life ended in this batch
     key_of_row: np.ndarray          # [n] key index of each input row
+    layout: str = "permuted"        # "identity": proc_rows is 0..n-1; "time_major": row t * S + s is
+                                    # step t of segment s (S segments of equal length), so padded
+                                    # batches are a transposed view
 
     @property
     def num_segments(self) -> int:
@@ -54,16 +57,40 @@ class RowPlan:
         return bool(len(self.seg_len) == 0 or (self.seg_len == self.seg_len[0]).all())
 
 
+def _order_by_key(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by key (stable), keys in order of first appearance; and where each key starts.
+
+    First-appearance order makes a batch whose rows go "step t of every stream, then step t + 1" the
+    exact transpose of the padded batch (the "time_major" layout), and a batch already grouped by
+    stream the identity."""
+    n = len(group)
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    key_start = np.ones(n, bool)
+    key_start[1:] = sorted_group[1:] != sorted_group[:-1]
+    key_first = np.flatnonzero(key_start)
+    by_appearance = np.argsort(order[key_first], kind="stable")
+    if (by_appearance == np.arange(len(key_first))).all():
+        return order, key_start
+    key_len = np.diff(np.append(key_first, n))
+    new_first = np.empty_like(key_first)
+    new_first[by_appearance] = np.cumsum(key_len[by_appearance]) - key_len[by_appearance]
+    block = np.cumsum(key_start) - 1
+    target = new_first[block] + np.arange(n) - key_first[block]
+    reordered = np.empty_like(order)
+    reordered[target] = order
+    key_start_new = np.zeros(n, bool)
+    key_start_new[new_first] = True
+    return reordered, key_start_new
+
+
 def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: np.ndarray | None,
               backwards: bool) -> RowPlan:
     """The plan for rows whose keys are ``group`` (equal values = same key)."""
     n = len(group)
     if distinct:
         return _one_row_per_key(n, reset, end)
-    order = np.argsort(group, kind="stable")
-    sorted_group = group[order]
-    key_start = np.ones(n, bool)
-    key_start[1:] = sorted_group[1:] != sorted_group[:-1]
+    order, key_start = _order_by_key(group)
     life_start = key_start.copy()
     if end is not None:
         life_start[1:] |= end[order][:-1]
@@ -89,7 +116,7 @@ def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: 
     first_reset = reset[proc_rows[seg_first]] if reset is not None else np.zeros(len(seg_first), bool)
     key_of_row = np.empty(n, np.int64)
     key_of_row[order] = key_of_p
-    return RowPlan(
+    plan = RowPlan(
         num_rows=n, proc_rows=proc_rows, seg_first=seg_first, seg_len=seg_len,
         pos_in_seg=None if (seg_len == 1).all() else pos_in_seg,
         seg_carry=key_start[seg_first] & ~first_reset,
@@ -98,6 +125,19 @@ def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: 
         key_released=end[order[key_last]] if end is not None else np.zeros(len(key_first), bool),
         key_of_row=key_of_row,
     )
+    plan.layout = _layout(proc_rows, plan)
+    return plan
+
+
+def _layout(proc_rows: np.ndarray, plan: RowPlan) -> str:
+    n = len(proc_rows)
+    if (proc_rows == np.arange(n)).all():
+        return "identity"
+    if plan.uniform:
+        segments, steps = plan.num_segments, plan.max_len
+        if (proc_rows.reshape(segments, steps) == np.arange(n).reshape(steps, segments).T).all():
+            return "time_major"
+    return "permuted"
 
 
 def _one_row_per_key(n: int, reset: np.ndarray | None, end: np.ndarray | None) -> RowPlan:
@@ -106,7 +146,7 @@ def _one_row_per_key(n: int, reset: np.ndarray | None, end: np.ndarray | None) -
         num_rows=n, proc_rows=None, seg_first=rows, seg_len=np.ones(n, np.int64), pos_in_seg=None,
         seg_carry=np.ones(n, bool) if reset is None else ~reset, seg_key=rows, key_rows=rows,
         key_last_row=rows, key_last_seg=rows,
-        key_released=np.zeros(n, bool) if end is None else end.copy(), key_of_row=rows,
+        key_released=np.zeros(n, bool) if end is None else end.copy(), key_of_row=rows, layout="identity",
     )
 
 

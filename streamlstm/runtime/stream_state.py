@@ -67,7 +67,7 @@ class StreamStateMixin:
                 self._table.last_used[slot] = self.counters["rows"]
                 self._table.last_seen[slot] = self._eviction.clock()
             self._table.write(slot, values)
-            self._cache = None
+            self._cache = self._fast = None
 
     def _check_states(self, states: Any) -> list[list[torch.Tensor]]:
         cells = self._plan.cells
@@ -97,6 +97,7 @@ class StreamStateMixin:
         with self._lock:
             if self._table is None:
                 return
+            self._fast = None   # has_output changes
             if keys is None:
                 self._table.zero()
                 return
