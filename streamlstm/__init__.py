@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import streamlstm.flight as flight
 from streamlstm import errors, layers
 from streamlstm.errors import StreamLSTMError
 from streamlstm.io import load_model, save_model
@@ -22,6 +23,7 @@ __all__ = [
     "StreamRuntime",
     "__version__",
     "errors",
+    "flight",
     "layers",
     "load_keras",
     "load_model",

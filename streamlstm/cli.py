@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_demo(commands)
     _add_replay(commands)
+    _add_serve(commands)
     return parser
 
 
@@ -50,6 +51,32 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """The StreamRuntime options every command that feeds a runtime takes (read by _runtime_options)."""
+    parser.add_argument("--key", default="stream_id", help="stream key column (default: stream_id)")
+    features = parser.add_mutually_exclusive_group()
+    features.add_argument("--features", default=None, metavar="COL",
+                          help="one FixedSizeList<float>[F] features column (default: x)")
+    features.add_argument("--feature-columns", default=None, metavar="A,B,C",
+                          help="numeric scalar feature columns, comma-separated")
+    for name, meaning in (("mask", "bool: False = masked step"), ("reset", "bool: True = zero the stream first"),
+                          ("end", "bool: True = release the stream after the row"),
+                          ("time", "per-stream increasing time, copied to the output")):
+        parser.add_argument(f"--{name}", default=None, metavar="COL", help=f"{name} column ({meaning})")
+    parser.add_argument("--mode", choices=("auto", "chunk", "step"), default="auto",
+                        help="runtime mode (default: auto)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+
+
+def _runtime_options(args: argparse.Namespace) -> dict:
+    if args.feature_columns is not None:
+        features: str | list[str] = [name.strip() for name in args.feature_columns.split(",") if name.strip()]
+    else:
+        features = args.features or "x"
+    return {"key": args.key, "features": features, "mask": args.mask, "reset": args.reset, "end": args.end,
+            "time": args.time, "mode": args.mode, "device": args.device}
+
+
 def _add_replay(commands: argparse._SubParsersAction) -> None:
     from streamlstm.io.replay import DEFAULT_BATCH_ROWS
 
@@ -63,21 +90,9 @@ def _add_replay(commands: argparse._SubParsersAction) -> None:
                              "glob of Arrow/Parquet files (read in sorted order)")
     replay.add_argument("--model", required=True, help="a model file written by streamlstm.save_model")
     replay.add_argument("--out", required=True, help="output file (.arrow or .parquet, or see --format)")
-    replay.add_argument("--key", default="stream_id", help="stream key column (default: stream_id)")
-    features = replay.add_mutually_exclusive_group()
-    features.add_argument("--features", default=None, metavar="COL",
-                          help="one FixedSizeList<float>[F] features column (default: x)")
-    features.add_argument("--feature-columns", default=None, metavar="A,B,C",
-                          help="numeric scalar feature columns, comma-separated")
-    for name, meaning in (("mask", "bool: False = masked step"), ("reset", "bool: True = zero the stream first"),
-                          ("end", "bool: True = release the stream after the row"),
-                          ("time", "per-stream increasing time, copied to the output")):
-        replay.add_argument(f"--{name}", default=None, metavar="COL", help=f"{name} column ({meaning})")
-    replay.add_argument("--mode", choices=("auto", "chunk", "step"), default="auto",
-                        help="runtime mode (default: auto)")
+    _add_runtime_options(replay)
     replay.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, metavar="N",
                         help=f"rows per batch fed to the runtime (default: {DEFAULT_BATCH_ROWS})")
-    replay.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     replay.add_argument("--checkpoint", default=None, metavar="DIR",
                         help="checkpoint directory: crash-safe and resumable with --resume")
     replay.add_argument("--checkpoint-every", type=int, default=10, metavar="N",
@@ -92,18 +107,51 @@ def _add_replay(commands: argparse._SubParsersAction) -> None:
 def _run_replay(args: argparse.Namespace) -> int:
     from streamlstm.io.replay import replay_to_file
 
-    if args.feature_columns is not None:
-        features: str | list[str] = [name.strip() for name in args.feature_columns.split(",") if name.strip()]
-    else:
-        features = args.features or "x"
     summary = replay_to_file(
         args.input, args.model, args.out, format=args.format, checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every, resume=args.resume, key=args.key, features=features,
-        mask=args.mask, reset=args.reset, end=args.end, time=args.time, mode=args.mode,
-        batch_rows=args.batch_rows, device=args.device, progress=False if args.quiet else None)
+        checkpoint_every=args.checkpoint_every, resume=args.resume, **_runtime_options(args),
+        batch_rows=args.batch_rows, progress=False if args.quiet else None)
     if not args.quiet:
         print(summary)
     return 0
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve", help="serve a saved model to live streams over Arrow Flight",
+        description="Feed live record batches from any Arrow Flight client (DoExchange or DoPut with the "
+                    "descriptor command 'feed') through a model, stream by stream, micro-batching concurrent "
+                    "clients. Stops cleanly on SIGTERM/SIGINT (final checkpoint, exit 0). The options mirror "
+                    "streamlstm.flight.serve; the protocol is in streamlstm.serve.protocol.")
+    serve.add_argument("--model", required=True, help="a model file written by streamlstm.save_model")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8815, help="port (default: 8815; 0 = any free port)")
+    _add_runtime_options(serve)
+    serve.add_argument("--checkpoint", default=None, metavar="DIR",
+                       help="checkpoint directory: state survives restarts with --resume")
+    serve.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                       help="seconds between checkpoints when the state changed (default: 60; 0 = only on stop)")
+    serve.add_argument("--resume", action="store_true", help="continue the streams of the checkpoint in DIR")
+    serve.add_argument("--max-delay-ms", type=float, default=2.0, metavar="MS",
+                       help="how long a micro-batch waits for other clients' batches (default: 2)")
+    serve.add_argument("--max-batch-rows", type=int, default=16384, metavar="N",
+                       help="rows per micro-batch at most (default: 16384)")
+    serve.add_argument("--put-buffer-rows", type=int, default=1024, metavar="N",
+                       help="DoPut output rows kept per stream for DoGet (default: 1024; 0 = drop them)")
+    serve.add_argument("--token-file", default=None, metavar="PATH",
+                       help="file holding the bearer token every call must carry")
+    serve.add_argument("--tls-cert", default=None, metavar="PATH", help="PEM certificate chain: serve TLS")
+    serve.add_argument("--tls-key", default=None, metavar="PATH", help="PEM private key of --tls-cert")
+    serve.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from streamlstm.serve import serve
+
+    return serve(args.model, host=args.host, port=args.port, **_runtime_options(args), checkpoint=args.checkpoint,
+                 checkpoint_every=args.checkpoint_every, resume=args.resume, max_delay_ms=args.max_delay_ms,
+                 max_batch_rows=args.max_batch_rows, put_buffer_rows=args.put_buffer_rows,
+                 token_file=args.token_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

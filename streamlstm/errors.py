@@ -12,6 +12,8 @@ built-in exception that describes it, so ``except ValueError`` keeps working::
     │   └── SchemaError                a column is missing or has the wrong type
     ├── SourceError(ValueError)        a replay input or output file cannot be read or written
     ├── CheckpointError(ValueError)    a replay checkpoint is present, unreadable or from another run
+    ├── ServeError                     a call to a ``streamlstm serve`` server failed (unreachable, shutting down)
+    │   └── UnauthenticatedError       the server refused the call: missing or wrong bearer token
     └── KerasImportError(ValueError)   a Keras model file cannot be imported
         ├── KerasFileError             not a readable .keras / .h5 model file (corrupt, wrong type)
         └── UnsupportedKerasError      a layer class or option streamlstm does not import
@@ -29,11 +31,13 @@ __all__ = [
     "KerasFileError",
     "KerasImportError",
     "SchemaError",
+    "ServeError",
     "ShapeError",
     "SourceError",
     "StateError",
     "StreamError",
     "StreamLSTMError",
+    "UnauthenticatedError",
     "UnsupportedKerasError",
 ]
 
@@ -72,6 +76,14 @@ class SourceError(StreamLSTMError, ValueError):
 
 class CheckpointError(StreamLSTMError, ValueError):
     """A replay checkpoint exists without ``resume``, cannot be read, or was written by a different run."""
+
+
+class ServeError(StreamLSTMError):
+    """A Flight call to a ``streamlstm serve`` server failed: unreachable, shutting down, or refused."""
+
+
+class UnauthenticatedError(ServeError):
+    """The server refused the call: it needs ``authorization: Bearer <token>`` and got none or another."""
 
 
 class KerasImportError(StreamLSTMError, ValueError):

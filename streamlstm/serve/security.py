@@ -1,0 +1,65 @@
+"""Bearer-token authentication (Flight server middleware) and TLS files for ``streamlstm serve``."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow.flight as flight
+
+from streamlstm.errors import ConfigError
+
+__all__ = ["BearerTokenAuth", "read_tls", "read_token"]
+
+
+class BearerTokenAuth(flight.ServerMiddlewareFactory):
+    """Refuse every call whose ``authorization`` header is not ``Bearer <token>`` (constant-time compare).
+
+    Args:
+        token (str): the shared secret.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._expected = f"Bearer {token}".encode()
+
+    def start_call(self, info: Any, headers: dict[str, list[Any]]) -> None:
+        for value in headers.get("authorization", ()):
+            given = value.encode() if isinstance(value, str) else bytes(value)
+            if hmac.compare_digest(given, self._expected):
+                return None
+        raise flight.FlightUnauthenticatedError("this server needs the header 'authorization: Bearer <token>' "
+                                                "with the token of its --token-file")
+
+
+def read_token(path: str | os.PathLike) -> str:
+    """The token in ``path`` (surrounding whitespace removed); ConfigError when missing or empty."""
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--token-file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
+    if not token or any(ch.isspace() for ch in token):
+        raise ConfigError(f"--token-file {path} must hold one token without spaces, got "
+                          f"{'an empty file' if not token else 'whitespace inside the token'}")
+    return token
+
+
+def read_tls(cert: str | os.PathLike | None, key: str | os.PathLike | None) -> tuple[bytes, bytes] | None:
+    """The PEM certificate chain and private key, or None without TLS; both paths or neither."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError(f"TLS needs both --tls-cert and --tls-key, got only "
+                          f"{'--tls-cert' if cert is not None else '--tls-key'}")
+    pems = []
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{flag} {path} cannot be read: {exc.strerror or exc}") from exc
+        if b"-----BEGIN " not in data:
+            raise ConfigError(f"{flag} {path} must be a PEM file, got {len(data)} bytes without a PEM header")
+        pems.append(data)
+    return pems[0], pems[1]
