@@ -6,7 +6,8 @@ A checkpoint directory holds:
 ``checkpoint.json``      the commit record (below); replacing it (temp + fsync + rename) is the one
                          atomic step that moves a checkpoint forward
 ``runtime-NNNNNN.state`` the :meth:`StreamRuntime.save` file the record names
-``output/part-*.arrows`` the output rows of each checkpoint interval (see :mod:`streamlstm.io.sinks`)
+``output/part-*.arrows`` Parquet output only: the output rows of each checkpoint interval (see
+                         :mod:`streamlstm.io.sinks`; Arrow output is synced in place instead)
 ======================== ===========================================================================
 
 ``checkpoint.json`` holds ``format_version``, ``input_rows`` (rows of the input consumed),
@@ -101,14 +102,6 @@ class Checkpoint:
             raise CheckpointError(f"cannot create checkpoint directory {self.directory}: "
                                   f"{exc.strerror or exc}") from exc
         self._discard_states(keep=record.runtime if record else None)
-        self.parts.discard_after(record.parts if record else 0)
-        self.parts.next_part = record.parts if record else 0
-        if record is not None:
-            written = self.parts.part_rows()
-            if written != record.output_rows:
-                raise CheckpointError(f"checkpoint in {self.directory} is damaged: it counts "
-                                      f"{record.output_rows:,} output rows but its parts hold {written:,}; "
-                                      f"delete {self.directory} to start over")
         return record
 
     def _read(self) -> CheckpointRecord:
@@ -143,8 +136,8 @@ class Checkpoint:
         return self.directory / record.runtime
 
     def commit(self, runtime: Any, record: CheckpointRecord) -> CheckpointRecord:
-        """Seal the output part, save ``runtime``, then atomically replace the record; returns the new one."""
-        record.parts = self.parts.seal()
+        """Save ``runtime``, then atomically replace the record; returns the new one. The output rows the
+        record counts must already be durable (the sink's ``sync``)."""
         sequence = record.batches
         state = f"runtime-{sequence:06d}.state"
         runtime.save(self.directory / state)
@@ -169,9 +162,13 @@ class Checkpoint:
         fsync_dir(self.directory)
         self._remove_files(remove_directory=True)
 
+    @property
+    def committed(self) -> bool:
+        """Whether a checkpoint (this run's or an earlier one) exists to resume from."""
+        return self._committed
+
     def abandon(self) -> None:
         """After an error: keep a committed checkpoint to resume from, else leave nothing behind."""
-        self.parts.abort()
         if not self._committed:
             self._remove_files(remove_directory=self._created)
 

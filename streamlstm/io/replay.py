@@ -38,7 +38,7 @@ import torch
 
 from streamlstm.errors import ConfigError, SourceError, StreamLSTMError
 from streamlstm.io.checkpoint import Checkpoint, CheckpointRecord
-from streamlstm.io.sinks import FileSink, output_format
+from streamlstm.io.sinks import FileSink, ResumableArrowSink, output_format
 from streamlstm.io.sources import Source, open_source
 
 __all__ = ["DEFAULT_BATCH_ROWS", "ReplaySummary", "replay", "replay_table", "replay_to_file"]
@@ -238,6 +238,7 @@ def _write_direct(job: _Replay, out: Path, fmt: str) -> int:
 def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoint, every: int) -> tuple[int, int]:
     from streamlstm.runtime import StreamRuntime
 
+    sink = ResumableArrowSink(out) if fmt == "arrow" else checkpoint.parts
     try:
         record = checkpoint.open()
         if record is None:
@@ -245,18 +246,22 @@ def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoin
         else:
             job.runtime = StreamRuntime.load(checkpoint.state_path(record), device=job.device)
             resumed_at = record.input_rows
+        sink.resume(record.output_rows, record.parts)
         if not record.done:
             for input_rows, batch in job.outputs(record.input_rows):
-                checkpoint.parts.write(batch)
+                sink.write(batch)
                 record.input_rows += input_rows
                 record.output_rows += batch.num_rows
                 record.batches += 1
                 if record.batches % every == 0:
+                    record.parts = sink.sync()
                     record = checkpoint.commit(job.runtime, record)
             record.done = True
+            record.parts = sink.sync()
             record = checkpoint.commit(job.runtime, record)
-        checkpoint.parts.finish(out, fmt, job.empty_output() if record.output_rows == 0 else None)
+        sink.finish(out, fmt, job.empty_output() if record.output_rows == 0 else None)
     except BaseException:
+        sink.abort(keep=checkpoint.committed)
         checkpoint.abandon()
         raise
     checkpoint.clear()

@@ -4,10 +4,15 @@ Nothing is ever written under the final name until the file is complete: a run w
 ``OUTPUT.partial`` beside it, syncs it to disk and renames it over ``OUTPUT`` at the very end, so a
 failed or killed run never leaves a truncated file that looks finished.
 
-Two writers:
+Three writers:
 
 - :class:`FileSink` writes the output file directly (a run without checkpoints).
-- :class:`PartSink` writes the output of each checkpoint interval to its own Arrow IPC stream part
+- :class:`ResumableArrowSink` (Arrow output with checkpoints) writes ``OUTPUT.partial`` in place and
+  :meth:`~ResumableArrowSink.sync` flushes it to disk at each checkpoint. An IPC file is an IPC stream
+  after its 8 magic bytes, so a resumed run reads the first ``output_rows`` rows back from the partial
+  file into a fresh one (dropping rows written after the checkpoint) and goes on appending.
+- :class:`PartSink` (Parquet output with checkpoints: a Parquet file without its footer cannot be
+  read back) writes the output of each checkpoint interval to its own Arrow IPC stream part
   under the checkpoint directory; :meth:`PartSink.seal` makes the current part durable (sync + rename)
   so that a checkpoint can count its rows. Rows written after the last checkpoint live only in an
   unsealed part, which a resumed run deletes and recomputes: no row is lost or repeated. At the end
@@ -23,9 +28,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamlstm.errors import SourceError
+from streamlstm.errors import CheckpointError, SourceError
 
-__all__ = ["FileSink", "PartSink", "fsync_dir", "output_format", "partial_path"]
+__all__ = ["FileSink", "PartSink", "ResumableArrowSink", "fsync_dir", "output_format", "partial_path"]
 
 _FORMATS = {".arrow": "arrow", ".ipc": "arrow", ".feather": "arrow", ".parquet": "parquet", ".pq": "parquet"}
 _PART = re.compile(r"part-(\d{6})\.arrows(\.tmp)?$")
@@ -143,6 +148,18 @@ class PartSink:
     def _name(self, index: int) -> Path:
         return self.directory / f"part-{index:06d}.arrows"
 
+    def resume(self, rows: int, parts: int) -> None:
+        """Keep the first ``parts`` sealed parts, which must hold ``rows`` rows; delete the rest."""
+        self.discard_after(parts)
+        self.next_part = parts
+        written = self.part_rows()
+        if written != rows:
+            raise CheckpointError(f"checkpoint in {self.directory.parent} is damaged: it counts {rows:,} output "
+                                  f"rows but its parts hold {written:,}; delete {self.directory.parent} to start over")
+
+    def sync(self) -> int:
+        return self.seal()
+
     def discard_after(self, parts: int) -> None:
         """Delete unsealed parts and parts numbered ``parts`` or higher (written after the checkpoint)."""
         if not self.directory.is_dir():
@@ -192,7 +209,8 @@ class PartSink:
             sink.abort()
             raise
 
-    def abort(self) -> None:
+    def abort(self, keep: bool = False) -> None:
+        """Drop the unsealed part (sealed parts stay for the checkpoint; ``keep`` is for the protocol)."""
         if self._writer is not None:
             try:
                 self._writer.close()
@@ -204,3 +222,83 @@ class PartSink:
     def remove_all(self) -> None:
         self.abort()
         self.discard_after(0)
+
+
+class ResumableArrowSink:
+    """The Arrow IPC output of a checkpointed run, written in place as ``path.partial`` (see above)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.partial = partial_path(self.path)
+        self._file = None
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+        self._schema: pa.Schema | None = None
+        self.rows = 0
+
+    def resume(self, rows: int, parts: int = 0) -> None:
+        """Keep the first ``rows`` rows of an earlier run's partial file (none: start afresh)."""
+        if rows == 0:
+            self.partial.unlink(missing_ok=True)
+            return
+        if not self.partial.is_file():
+            raise CheckpointError(f"the checkpoint counts {rows:,} output rows in {self.partial}, which is missing; "
+                                  f"delete the checkpoint directory to start over")
+        fresh = self.partial.with_name(self.partial.name + ".resume")
+        with open(self.partial, "rb") as old:
+            old.seek(8)  # "ARROW1" and padding: what follows is an IPC stream
+            reader = pa.ipc.open_stream(old)
+            self._open(fresh, reader.schema)
+            try:
+                while self.rows < rows:
+                    batch = reader.read_next_batch()
+                    self.write(batch.slice(0, rows - self.rows))
+            except (StopIteration, pa.ArrowInvalid) as exc:
+                self.abort()
+                fresh.unlink(missing_ok=True)
+                raise CheckpointError(f"{self.partial} holds fewer than the {rows:,} output rows the checkpoint "
+                                      f"counts; delete the checkpoint directory to start over") from exc
+        self.sync()
+        os.replace(fresh, self.partial)  # the open file follows the rename
+        fsync_dir(self.partial.parent)
+
+    def _open(self, path: Path, schema: pa.Schema) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "wb")
+        except OSError as exc:
+            raise SourceError(f"cannot write output {path}: {exc.strerror or exc}") from exc
+        self._writer = pa.ipc.new_file(self._file, schema)
+        self._schema = schema
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            self._open(self.partial, batch.schema)
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def sync(self) -> int:
+        """Make every row written so far durable; returns 0 (no parts)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        return 0
+
+    def finish(self, path: str | os.PathLike, format: str, empty: pa.Schema | None = None) -> Path:
+        if self._writer is None:
+            self._open(self.partial, empty)
+        self._writer.close()
+        self._writer = None
+        self.sync()
+        self._file.close()
+        self._file = None
+        os.replace(self.partial, self.path)
+        fsync_dir(self.path.parent)
+        return self.path
+
+    def abort(self, keep: bool = False) -> None:
+        """Close; delete the partial file unless ``keep`` (a checkpoint counts rows in it)."""
+        if self._file is not None:
+            self._file.close()  # no footer: the partial file stays an IPC stream after its magic bytes
+            self._file = self._writer = None
+        if not keep:
+            self.partial.unlink(missing_ok=True)
