@@ -38,19 +38,31 @@ import streamlstm as sl
 F, UNITS = 32, 64
 
 
-def interleaved(contenders: dict[str, Callable[[], object]], rounds: int, inner: int) -> dict[str, float]:
-    """Median seconds per call of each contender, measured round-robin."""
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
+def interleaved(contenders: dict[str, Callable[[], object]], rounds: int,
+                inner: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds per call of each contender, measured round-robin.
+
+    CPU time is the process's (all threads): on a shared machine other processes inflate wall time
+    unevenly, while CPU time counts only this process's work.
+    """
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for fn in contenders.values():
         for _ in range(max(2, inner // 4)):
             fn()
     for _ in range(rounds):
         for name, fn in contenders.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(inner):
                 fn()
-            samples[name].append((time.perf_counter() - start) / inner)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            samples[name].append(((time.perf_counter() - wall) / inner, (time.process_time() - cpu) / inner))
+    return {name: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
+            for name, values in samples.items()}
+
+
+def rate_rows(times: dict[str, tuple[float, float]], rows: int, baseline: str) -> list[list[object]]:
+    wall0, cpu0 = times[baseline]
+    return [[name, f"{rows / wall:,.0f}", f"{wall0 / wall:.0%}", f"{cpu0 / cpu:.0%}"]
+            for name, (wall, cpu) in times.items()]
 
 
 def make_layer() -> sl.LSTM:
@@ -137,9 +149,7 @@ def fleet(rounds: int) -> list[list[object]]:
     strings = [b.set_column(0, "id", pa.array([f"sensor-{k}" for k in b.column(0).to_pylist()])) for b in shuffled]
     contenders["feed mode=auto, shuffled string keys"] = cycle(string_rt.feed, strings)
     contenders["naive runtime"] = cycle(NaiveRuntime(cell).feed, same)
-    times = interleaved(contenders, rounds, 3)
-    base = n / times["raw LSTMCell [10000, 32]"]
-    return [[name, f"{n / t:,.0f}", f"{(n / t) / base:.0%}"] for name, t in times.items()]
+    return rate_rows(interleaved(contenders, 3 * rounds, 1), n, "raw LSTMCell [10000, 32]")
 
 
 def latency(rounds: int) -> list[list[object]]:
@@ -161,8 +171,9 @@ def latency(rounds: int) -> list[list[object]]:
 
     times = interleaved({"raw LSTMCell [1, 32]": raw, "feed (1 stream, 1 row)": feed,
                          "naive runtime": lambda: naive.feed(one[0])}, rounds, 200)
-    base = times["raw LSTMCell [1, 32]"]
-    return [[name, f"{t * 1e6:.1f} us", f"{t / base:.2f}x"] for name, t in times.items()]
+    wall0, cpu0 = times["raw LSTMCell [1, 32]"]
+    return [[name, f"{wall * 1e6:.1f} us", f"{wall / wall0:.2f}x", f"{cpu * 1e6:.1f} us", f"{cpu / cpu0:.2f}x"]
+            for name, (wall, cpu) in times.items()]
 
 
 def replay(rounds: int) -> list[list[object]]:
@@ -190,9 +201,7 @@ def replay(rounds: int) -> list[list[object]]:
 
     times = interleaved({"raw nn.LSTM [1000, 100, 32]": raw, "chunk, rows interleaved": lambda: rt_a.feed(time_major),
                          "chunk, rows grouped by stream": lambda: rt_b.feed(grouped)}, rounds, 1)
-    rows = streams * steps
-    base = rows / times["raw nn.LSTM [1000, 100, 32]"]
-    return [[name, f"{rows / t:,.0f}", f"{(rows / t) / base:.0%}"] for name, t in times.items()]
+    return rate_rows(times, streams * steps, "raw nn.LSTM [1000, 100, 32]")
 
 
 def resident_bytes() -> int:
@@ -225,18 +234,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--skip-memory", action="store_true", help="skip the 1,000,000-stream memory check")
+    parser.add_argument("--sections", default="1234", help="which sections to run, e.g. 12")
     args = parser.parse_args()
     rounds = 5 if args.quick else 15
     torch.set_num_threads(torch.get_num_threads())
     print(f"streamlstm {sl.__version__}, torch {torch.__version__}, pyarrow {pa.__version__}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads\n")
-    print("1. 10,000 streams x 1 row, F=32, units=64 (rows/s; share of raw LSTMCell; goal >= 90%)")
-    print_table(["contender", "rows/s", "vs raw"], fleet(rounds))
-    print("\n2. 1 stream, 1 row per feed (median latency; goal <= 2.5x)")
-    print_table(["contender", "median", "vs raw"], latency(rounds))
-    print("\n3. 1,000 streams x 100 rows per batch, chunk mode (rows/s; goal >= 85%)")
-    print_table(["contender", "rows/s", "vs raw"], replay(rounds))
-    if not args.skip_memory:
+    if "1" in args.sections:
+        print("1. 10,000 streams x 1 row, F=32, units=64 (rows/s; share of raw LSTMCell; goal >= 90%)")
+        print_table(["contender", "rows/s (wall)", "vs raw (wall)", "vs raw (CPU)"], fleet(rounds))
+    if "2" in args.sections:
+        print("\n2. 1 stream, 1 row per feed (median latency; goal <= 2.5x)")
+        print_table(["contender", "wall", "vs raw", "CPU", "vs raw (CPU)"], latency(rounds))
+    if "3" in args.sections:
+        print("\n3. 1,000 streams x 100 rows per batch, chunk mode (rows/s; goal >= 85%)")
+        print_table(["contender", "rows/s (wall)", "vs raw (wall)", "vs raw (CPU)"], replay(rounds))
+    if "4" in args.sections and not args.skip_memory:
         print("\n4. Memory, 1,000,000 streams of 64 units")
         print_table(["measure", "value"], memory())
 

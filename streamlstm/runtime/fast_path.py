@@ -21,12 +21,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from streamlstm.runtime.compute import lstm_step
 from streamlstm.runtime.model_plan import RecurrentStage
 
 __all__ = ["FastPath", "as_tensor", "prepare", "try_feed"]
 
 _LSTM_CELL = torch._VF.lstm_cell   # resolved once: torch._VF looks names up on every access
-SMALL = 64   # up to this many rows, the native cell (one dispatch) beats in-place gate math
+SMALL = 64   # up to this many rows the native cell (one dispatch) beats in-place gate math (many ops)
 _quiet = False
 
 
@@ -98,15 +99,10 @@ def _features(fast: FastPath, batch: pa.RecordBatch, allow_nonfinite: bool) -> n
 
 
 def _cell(cell: Any, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    params = cell._parameters
-    kernel, recurrent, bias = params["kernel"], params["recurrent_kernel"], params["bias"]
     if x.shape[0] <= SMALL:   # the native cell: one dispatch
-        return _LSTM_CELL(x, (h, c), kernel.T, recurrent.T, bias)
-    # The native sequence kernel for one step (oneDNN on CPU, cuDNN on CUDA) beats a cell of many ops.
-    weights = [kernel.T, recurrent.T] if bias is None else [kernel.T, recurrent.T, bias, torch.zeros_like(bias)]
-    out, h_n, c_n = torch._VF.lstm(x[:, None], (h[None], c[None]), weights, bias is not None, 1, 0.0, False,
-                                   False, True)
-    return h_n[0], c_n[0]
+        params = cell._parameters
+        return _LSTM_CELL(x, (h, c), params["kernel"].T, params["recurrent_kernel"].T, params["bias"])
+    return lstm_step(cell, True, cell.project_inputs(x, False), h, c)
 
 
 def try_feed(runtime: Any, batch: Any) -> pa.RecordBatch | None:

@@ -45,9 +45,9 @@ class StreamRuntime(StreamStateMixin):
             same key starts a new stream).
         time (str, None): per stream strictly increasing across rows and batches (integer, float,
             timestamp, date or duration column).
-        mode (str, "auto"): "step", "chunk" or "auto" (step for up to 64 streams of one row each, chunk
-            otherwise: the benchmarks show the native sequence kernel winning even at one row per stream
-            for larger batches). All give the same numbers to float rounding.
+        mode (str, "auto"): "step", "chunk" or "auto" (step when every stream has one row in the
+            batch, chunk otherwise: what the benchmarks show to be faster). All give the same numbers
+            to float rounding.
         device (str | torch.device, None): where carries and compute live; the model is moved there.
             Default: the model's device.
         late (str, "raise"): "raise" rejects a batch with a row at or before its stream's last time;
@@ -301,9 +301,9 @@ class StreamRuntime(StreamStateMixin):
 
 
 def _auto_mode(rows: Any) -> str:
-    """Step mode only for a few single-row streams (per-operation overhead dominates), else chunk: the
-    native sequence kernel wins even at one row per stream (see benchmarks/bench_runtime.py)."""
-    return "step" if rows.max_len == 1 and rows.num_rows <= fast_path.SMALL else "chunk"
+    """Step mode when every segment has one row (one fused GEMM pair and in-place gate math beat the
+    sequence kernel's setup there), chunk otherwise (see benchmarks/bench_runtime.py)."""
+    return "step" if rows.max_len == 1 else "chunk"
 
 
 def _columns(key: Any, features: Any, mask: Any, reset: Any, end: Any, time: Any) -> Columns:
