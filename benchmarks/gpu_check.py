@@ -144,7 +144,8 @@ def main() -> int:
     failures = parity()
     print("benchmarks:")
     benchmarks()
-    print(f"done in {time.perf_counter() - started:.0f} s; {'FAILED: ' + ', '.join(failures) if failures else 'all ok'}")
+    verdict = "FAILED: " + ", ".join(failures) if failures else "all ok"
+    print(f"done in {time.perf_counter() - started:.0f} s; {verdict}")
     return 1 if failures else 0
 
 
