@@ -52,6 +52,13 @@ class ServerProcess:
         except queue.Empty:
             return None
 
+    def rest_of_output(self, timeout: float = 30) -> str:
+        """Every line printed after the first, until the process closed its output."""
+        lines, deadline = [], time.monotonic() + timeout
+        while (line := self.next_line(max(0.0, deadline - time.monotonic()))) is not None:
+            lines.append(line)
+        return "\n".join(lines)
+
     def stderr(self) -> str:
         self._stderr.flush()
         return self.stderr_path.read_text()
