@@ -133,3 +133,16 @@ def test_put_then_get_and_actions(server, model_file):
         assert list(client.exchange([])) == []
         assert [b.num_rows for b in client.exchange([batch, batch.slice(0, 1)])] == [2, 1]
         assert client.health() == {"status": "ok", "streams": 2, "draining": False}
+
+
+def test_a_refused_put_batch_raises_and_keeps_the_batches_before_it(server):
+    rng = np.random.default_rng(3)
+    good = make_batch(np.array([1, 2]), rng)
+    x = good.column(1).flatten().to_numpy().copy()
+    x[0] = np.inf
+    bad = good.set_column(1, "x", pa.FixedSizeListArray.from_arrays(pa.array(x), F))
+    with sl.flight.Client(f"grpc://127.0.0.1:{server.port}") as client:
+        with pytest.raises(StreamError, match="non-finite value"):
+            client.put([good, bad, good])
+        assert client.stats()["rows"] == 2 and client.get().num_rows == 2
+        assert client.feed(good).num_rows == 2  # the connection stays usable

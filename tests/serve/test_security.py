@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -30,7 +31,7 @@ def _calls(client: sl.flight.Client) -> list:
             lambda: client.get(), lambda: list(client.exchange([batch]))]
 
 
-def test_every_call_needs_the_token(model_file, token_file, tmp_path):
+def test_every_call_needs_the_token_and_sigint_stops_cleanly(model_file, token_file, tmp_path):
     with ServerProcess(["--model", str(model_file), "--token-file", str(token_file)], tmp_path) as server:
         server.wait_healthy(token=TOKEN)
         for token in (None, "wrong", TOKEN + "x"):
@@ -45,6 +46,8 @@ def test_every_call_needs_the_token(model_file, token_file, tmp_path):
             batch = make_batch(np.array([1, 2, 1]), np.random.default_rng(1))
             assert_same_outputs(client.feed(batch), local_runtime(model_file).feed(batch))
             assert client.stats()["rows"] == 3  # nothing refused was applied
+        server.signal(signal.SIGINT)  # stops as cleanly as SIGTERM
+        assert server.wait(30) == 0 and "stopped" in server.rest_of_output()
 
 
 def test_bad_token_file_is_refused_at_start(model_file, tmp_path):
