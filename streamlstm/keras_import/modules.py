@@ -3,7 +3,8 @@
 Recurrent layers become streamlstm layers (:class:`~streamlstm.LSTM`, :class:`~streamlstm.RNN`); the
 other supported layers become the small modules below. Every one of these except
 :class:`KerasBidirectional` is *per step*: it maps the feature vector of each time step on its own
-(``per_step = True``), so a stream runtime can apply it to one step at a time.
+(``per_step = True``), so a stream runtime can apply it to one step at a time; ``keeps_width = True``
+marks those whose output has their input's width.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "KerasModel",
     "KerasTimeDistributed",
     "activation_function",
+    "not_streamable",
 ]
 
 _EXTRA_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -42,6 +44,15 @@ def activation_function(name: str | None) -> Callable[[torch.Tensor], torch.Tens
     if name in _EXTRA_ACTIVATIONS:
         return _EXTRA_ACTIVATIONS[name]
     return activations.get(name, "activation")
+
+
+def not_streamable(layer: torch.nn.Module) -> str | None:
+    """Why a stream runtime cannot run ``layer``, or None when it can."""
+    if isinstance(layer, KerasBidirectional):
+        return ("Bidirectional needs each whole sequence before its first output (its backward half reads "
+                "the future), so a stream runtime cannot run it; use it offline by calling the model on "
+                "whole sequences")
+    return None
 
 
 class KerasMasking(torch.nn.Module):
@@ -79,6 +90,10 @@ class KerasDense(torch.nn.Module):
         self.kernel = torch.nn.Parameter(torch.zeros(in_features, units, dtype=dtype))
         self.bias = torch.nn.Parameter(torch.zeros(units, dtype=dtype)) if use_bias else None
 
+    @property
+    def in_features(self) -> int:
+        return int(self.kernel.shape[0])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x @ self.kernel
         return self.activation(y if self.bias is None else y + self.bias)
@@ -101,6 +116,10 @@ class KerasTimeDistributed(torch.nn.Module):
         super().__init__()
         self.layer = layer
 
+    @property
+    def in_features(self) -> int | None:
+        return getattr(self.layer, "in_features", None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
 
@@ -109,6 +128,7 @@ class KerasActivation(torch.nn.Module):
     """Keras ``Activation(name)``."""
 
     per_step = True
+    keeps_width = True
 
     def __init__(self, activation: str | None) -> None:
         super().__init__()
@@ -127,6 +147,7 @@ class KerasDropout(torch.nn.Module):
     where dropout is the identity."""
 
     per_step = True
+    keeps_width = True
 
     def __init__(self, rate: float) -> None:
         super().__init__()
@@ -221,18 +242,16 @@ class KerasModel(torch.nn.Module):
         return [layer for layer in self.layers if not getattr(layer, "per_step", False)]
 
     def check_streamable(self) -> None:
-        """Raise ConfigError when the model cannot run one step at a time (Bidirectional, go_backwards)."""
+        """Raise ConfigError when :class:`~streamlstm.StreamRuntime` cannot run the model (Bidirectional).
+
+        go_backwards layers are accepted: the runtime processes a stream's rows of one ``feed`` last to
+        first (one Keras stateful call per feed), which equals ``predict`` when a feed holds a stream's
+        whole sequence (Keras returns that sequence in processing order, i.e. reversed).
+        """
         for index, layer in enumerate(self.layers):
-            if isinstance(layer, KerasBidirectional):
-                raise ConfigError(
-                    f"layer {index} is Bidirectional, which needs the whole sequence (its backward half reads "
-                    f"the future); it can run offline (call the model on whole sequences) but not in a stream"
-                )
-            if isinstance(layer, RNN) and layer.go_backwards:
-                raise ConfigError(
-                    f"layer {index} ({type(layer).__name__}) has go_backwards=True, which needs the whole "
-                    f"sequence; it can run offline but not in a stream"
-                )
+            reason = not_streamable(layer)
+            if reason is not None:
+                raise ConfigError(f"layer {index} ({type(layer).__name__}) of Keras model {self.name!r}: {reason}")
 
     def forward(self, inputs: Any) -> Any:
         x = as_tensor(inputs, "inputs")

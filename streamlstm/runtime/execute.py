@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from streamlstm.runtime.compute import run_stage_chunk, run_stage_step
-from streamlstm.runtime.model_plan import ModelPlan, RecurrentStage
+from streamlstm.runtime.model_plan import MaskingStage, ModelPlan, RecurrentStage
 from streamlstm.runtime.segments import RowPlan
 from streamlstm.runtime.state_table import StateTable
 
@@ -68,6 +68,15 @@ def _gather(table: StateTable, number: int, rows: RowPlan, key_slots: np.ndarray
     return states, has
 
 
+def _masking(stage: MaskingStage, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The mask column (None: all real) combined with a Masking stage's rule on ``h``."""
+    real = stage.compute_mask(h)
+    if mask is not None:
+        real = real & mask
+    # None keeps the unmasked fast code; skipped on accelerators, where the check would synchronize.
+    return None if real.device.type == "cpu" and bool(real.all()) else real
+
+
 def execute(plan: ModelPlan, table: StateTable, row_plans: dict[bool, RowPlan], key_slots: np.ndarray,
             x: torch.Tensor, mask: torch.Tensor | None, mode: str, record: bool = False) -> Outcome:
     """Run the batch; ``row_plans[go_backwards]`` lays out the rows for the layers of that direction
@@ -76,6 +85,8 @@ def execute(plan: ModelPlan, table: StateTable, row_plans: dict[bool, RowPlan], 
     h = x
     finals, has_out, row_states = [], [], []
     for stage in plan.stages:
+        if isinstance(stage, MaskingStage):
+            mask = _masking(stage, h, mask)
         if not isinstance(stage, RecurrentStage):
             h = stage(h)
             continue

@@ -6,8 +6,9 @@ path, :func:`prepare` records what was learned (column positions, the key column
 which are contiguous) and :func:`try_feed` serves the next batches with a handful of calls: no key
 lookup, no row layout, slices instead of gathers, and ``torch._VF.lstm_cell`` for small batches where
 per-operation overhead dominates. Whenever anything differs (another schema or key column, a masked,
-reset or ended row, a null, a non-finite value, eviction settings that need the full path) it returns
-None and the full path runs, which also produces any error message. The numbers are those of step mode.
+reset or ended row, a row a Keras Masking layer masks, a null, a non-finite value, eviction settings
+that need the full path) it returns None and the full path runs, which also produces any error
+message. The numbers are those of step mode.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pyarrow as pa
 import torch
 
 from streamlstm.runtime.compute import lstm_step
-from streamlstm.runtime.model_plan import RecurrentStage
+from streamlstm.runtime.model_plan import MaskingStage, RecurrentStage
 
 __all__ = ["FastPath", "as_tensor", "prepare", "try_feed"]
 
@@ -130,6 +131,10 @@ def try_feed(runtime: Any, batch: Any) -> pa.RecordBatch | None:
         if fast.convert:
             h = h.to(device=runtime.device, dtype=runtime._plan.dtype)
         for stage in runtime._plan.stages:
+            if isinstance(stage, MaskingStage):
+                if not bool(stage.compute_mask(h).all()):
+                    return None   # a masked row: the full path (nothing was committed)
+                continue          # every row is real: Masking changes nothing
             if not isinstance(stage, RecurrentStage):
                 h = stage(h)
                 continue

@@ -78,7 +78,7 @@ def _layers(runtime: Any) -> list[str]:
             direction = ", go_backwards" if stage.go_backwards else ""
             rows.append(f"{type(stage.layer).__name__}({', '.join(str(c.units) for c in stage.cells)}{direction})")
         else:
-            rows.append(type(stage).__name__)
+            rows.append(type(getattr(stage, "module", stage)).__name__)
     return rows
 
 
