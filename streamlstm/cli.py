@@ -77,6 +77,9 @@ def _runtime_options(args: argparse.Namespace) -> dict:
             "time": args.time, "mode": args.mode, "device": args.device}
 
 
+_MODEL_HELP = "a model file written by streamlstm.save_model, or a Keras .keras/.h5 model file"
+
+
 def _add_replay(commands: argparse._SubParsersAction) -> None:
     from streamlstm.io.replay import DEFAULT_BATCH_ROWS
 
@@ -88,7 +91,7 @@ def _add_replay(commands: argparse._SubParsersAction) -> None:
     replay.add_argument("input", metavar="INPUT",
                         help="Arrow IPC file, Arrow IPC stream ('-' = stdin), Parquet file, or a directory or "
                              "glob of Arrow/Parquet files (read in sorted order)")
-    replay.add_argument("--model", required=True, help="a model file written by streamlstm.save_model")
+    replay.add_argument("--model", required=True, help=_MODEL_HELP)
     replay.add_argument("--out", required=True, help="output file (.arrow or .parquet, or see --format)")
     _add_runtime_options(replay)
     replay.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, metavar="N",
@@ -123,7 +126,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
                     "descriptor command 'feed') through a model, stream by stream, micro-batching concurrent "
                     "clients. Stops cleanly on SIGTERM/SIGINT (final checkpoint, exit 0). The options mirror "
                     "streamlstm.flight.serve; the protocol is in streamlstm.serve.protocol.")
-    serve.add_argument("--model", required=True, help="a model file written by streamlstm.save_model")
+    serve.add_argument("--model", required=True, help=_MODEL_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8815, help="port (default: 8815; 0 = any free port)")
     _add_runtime_options(serve)

@@ -6,11 +6,16 @@ Format (``format_version`` 1): an Arrow IPC file (``pyarrow.ipc.new_file``) whos
 - ``streamlstm.model_config`` = JSON: a streamlstm layer in Keras serialized form
   (``{"class_name": "LSTM", "config": {...}}``, see :func:`streamlstm.layers.serialize`), or
   ``{"class_name": "Sequential", "config": {"layers": [...]}}`` whose members are such layers or torch
-  modules named ``"torch.nn.<Class>"`` with their constructor arguments (:data:`TORCH_MODULES`).
+  modules named ``"torch.nn.<Class>"`` with their constructor arguments (:data:`TORCH_MODULES`), or
+  ``{"class_name": "keras.Model", ...}`` for a model from :func:`streamlstm.load_keras` (see
+  :mod:`streamlstm.keras_import.config`).
 
 and one record batch with a row per ``state_dict`` tensor: ``name`` (string), ``dtype`` (string, e.g.
 ``"float32"``), ``shape`` (list<int64>) and ``data`` (large_binary: the C-contiguous little-endian
 bytes). Loading rebuilds the model from the config and loads the tensors with ``strict=True``.
+
+:func:`load_model` also reads Keras model files: a file whose name ends in ``.keras``, ``.h5`` or
+``.hdf5``, or whose content is a zip or HDF5 file, goes through :func:`streamlstm.load_keras`.
 """
 
 from __future__ import annotations
@@ -27,10 +32,14 @@ import pyarrow as pa
 import torch
 
 from streamlstm.errors import ArgumentTypeError, ConfigError
+from streamlstm.keras_import.config import MODEL_CLASS, model_config, model_from_config
+from streamlstm.keras_import.files import is_keras_signature
+from streamlstm.keras_import.modules import KerasModel
 from streamlstm.layers import RNN, Layer
 from streamlstm.layers.serialization import deserialize, serialize
 
-__all__ = ["TORCH_MODULES", "load_model", "model_from_bytes", "model_to_bytes", "save_model", "write_atomic"]
+__all__ = ["KERAS_SUFFIXES", "TORCH_MODULES", "load_model", "model_from_bytes", "model_to_bytes", "save_model",
+           "write_atomic"]
 
 FORMAT_VERSION = 1
 
@@ -50,18 +59,23 @@ TORCH_MODULES: dict[str, tuple[type, tuple[str, ...]]] = {
     "LayerNorm": (torch.nn.LayerNorm, ("normalized_shape", "eps", "elementwise_affine")),
 }
 
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
 _DTYPES = {name: getattr(torch, name) for name in ("float16", "bfloat16", "float32", "float64", "int8", "int16",
                                                    "int32", "int64", "uint8", "bool")}
 
 
 def _module_config(module: torch.nn.Module) -> dict[str, Any]:
+    if isinstance(module, KerasModel):
+        return model_config(module)
     if isinstance(module, (RNN, Layer)):
         return serialize(module)
     if isinstance(module, torch.nn.Sequential):
         return {"class_name": "Sequential", "config": {"layers": [_module_config(m) for m in module]}}
     name = type(module).__name__
     if name not in TORCH_MODULES or type(module) is not TORCH_MODULES[name][0]:
-        supported = ", ".join(["streamlstm layers", "Sequential", *sorted(f"torch.nn.{n}" for n in TORCH_MODULES)])
+        supported = ", ".join(["streamlstm layers", "Sequential", "models from load_keras",
+                               *sorted(f"torch.nn.{n}" for n in TORCH_MODULES)])
         raise ConfigError(f"cannot save a model containing {type(module).__module__}.{name}; supported: {supported}")
     config = {}
     for arg in TORCH_MODULES[name][1]:
@@ -76,6 +90,8 @@ def _build(config: dict[str, Any]) -> torch.nn.Module:
     name = config.get("class_name")
     if name == "Sequential":
         return torch.nn.Sequential(*[_build(member) for member in config["config"]["layers"]])
+    if name == MODEL_CLASS:
+        return model_from_config(config)
     if isinstance(name, str) and name.startswith("torch.nn."):
         short = name[len("torch.nn."):]
         if short not in TORCH_MODULES:
@@ -186,5 +202,28 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 
 def load_model(path: str | os.PathLike, device: Any = None) -> torch.nn.Module:
-    """Read a model written by :func:`save_model` (in eval mode, on ``device`` when given)."""
-    return model_from_bytes(Path(path).read_bytes(), device=device)
+    """Read a model written by :func:`save_model`, or a Keras ``.keras``/``.h5`` model file (through
+    :func:`streamlstm.load_keras`), in eval mode, on ``device`` when given.
+
+    Raises:
+        ConfigError: not a streamlstm model file (or an unsupported ``format_version``).
+        KerasImportError: a Keras file that cannot be imported (see :func:`streamlstm.load_keras`).
+    """
+    path = Path(path)
+    if _is_keras_file(path):
+        from streamlstm.keras_import import load_keras
+
+        model = load_keras(path)
+        return model.to(device) if device is not None else model
+    return model_from_bytes(path.read_bytes(), device=device)
+
+
+def _is_keras_file(path: Path) -> bool:
+    if path.suffix.lower() in KERAS_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as source:
+            head = source.read(8)
+    except OSError:
+        return False   # reading the whole file below raises the error that names it
+    return is_keras_signature(head)

@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from streamlstm.errors import ConfigError, SourceError, StreamLSTMError
+from streamlstm.errors import ConfigError, KerasImportError, SourceError, StreamLSTMError
 from streamlstm.io.checkpoint import Checkpoint, CheckpointRecord
 from streamlstm.io.sinks import FileSink, ResumableArrowSink, output_format
 from streamlstm.io.sources import Source, open_source
@@ -44,7 +44,6 @@ from streamlstm.io.sources import Source, open_source
 __all__ = ["DEFAULT_BATCH_ROWS", "ReplaySummary", "replay", "replay_table", "replay_to_file"]
 
 DEFAULT_BATCH_ROWS = 65536
-_KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 @dataclass
@@ -69,19 +68,17 @@ class ReplaySummary:
 
 
 def load_model_file(path: str | os.PathLike, device: Any = None) -> torch.nn.Module:
-    """A model from a :func:`streamlstm.save_model` file, or a Keras file (by its extension)."""
+    """A model from a file :func:`streamlstm.load_model` reads: a :func:`streamlstm.save_model` file or
+    a Keras ``.keras``/``.h5`` file (whose import errors pass through unchanged)."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"model file {path} {'is a directory' if path.is_dir() else 'does not exist'}")
-    if path.suffix.lower() in _KERAS_SUFFIXES:
-        from streamlstm.keras_import import load_keras
-
-        model = load_keras(path)
-        return model.to(device) if device is not None else model
     from streamlstm.io.model_file import load_model
 
     try:
         return load_model(path, device=device)
+    except KerasImportError:
+        raise
     except StreamLSTMError as exc:
         raise SourceError(f"model file {path} cannot be read: {exc}") from exc
     except (pa.ArrowInvalid, OSError, ValueError, KeyError, TypeError) as exc:

@@ -27,7 +27,7 @@ import numpy as np
 
 from streamlstm.errors import KerasFileError
 
-__all__ = ["KerasFile", "read_keras_file", "require_h5py"]
+__all__ = ["KerasFile", "is_keras_signature", "read_keras_file", "require_h5py"]
 
 _H5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _ZIP_SIGNATURE = b"PK\x03\x04"
@@ -68,6 +68,11 @@ class KerasFile:
         """2 or 3; files that do not say are taken as Keras 2 (older tf.keras wrote no version)."""
         head = self.keras_version.split(".")[0]
         return int(head) if head.isdigit() else 2
+
+
+def is_keras_signature(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first 8 bytes) is a zip or an HDF5 file."""
+    return head.startswith(_ZIP_SIGNATURE) or head == _H5_SIGNATURE
 
 
 def read_keras_file(path: str | Path) -> KerasFile:
