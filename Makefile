@@ -13,7 +13,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[test,keras,demo]'
+	$(BIN)/pip install --quiet -e '.[test,keras,demo,notebook,browser]'
 	touch $@
 
 install: $(VENV)/.installed

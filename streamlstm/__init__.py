@@ -27,9 +27,19 @@ __all__ = [
     "layers",
     "load_keras",
     "load_model",
+    "notebook",
     "replay",
     "replay_table",
     "replay_to_file",
     "save_keras",
     "save_model",
 ]
+
+
+def __getattr__(name: str):
+    # ``streamlstm.notebook`` imports ipywidgets (and, when drawing, matplotlib): only on first use.
+    if name == "notebook":
+        import importlib
+
+        return importlib.import_module("streamlstm.notebook")
+    raise AttributeError(f"module 'streamlstm' has no attribute {name!r}")
