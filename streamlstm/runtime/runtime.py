@@ -32,8 +32,9 @@ class StreamRuntime(StreamStateMixin):
     """Run a recurrent model over many interleaved streams, each exactly like a Keras stateful model.
 
     Args:
-        model: a streamlstm ``LSTM`` (or ``RNN`` over LSTM cells), or a ``torch.nn.Sequential`` of such
-            layers and per-step modules (see :mod:`streamlstm.runtime.model_plan`). The runtime puts it
+        model: a streamlstm ``LSTM`` (or ``RNN`` over LSTM cells), a ``torch.nn.Sequential`` of such
+            layers and per-step modules, or a Keras model from :func:`streamlstm.load_keras` (its Masking
+            becomes a mask rule; see :mod:`streamlstm.runtime.model_plan`). The runtime puts it
             in eval mode and never trains it; every recurrent layer emits one output per row.
         key (str, "stream_id"): the stream key column (integer or string, dictionary-encoded allowed).
         features (str | list[str], "x"): one ``FixedSizeList<float>[F]`` column, or numeric columns.
