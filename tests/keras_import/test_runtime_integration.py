@@ -246,3 +246,22 @@ def test_replay_cli_with_a_keras_model_file(stem, tmp_path):
     got = per_stream(rows.flatten().to_numpy().reshape(len(rows), -1), owner, step, COPIES * batch, steps)
     y = np.concatenate([y] * COPIES)
     np.testing.assert_allclose(got if y.ndim == 3 else got[:, -1], y, rtol=RTOL, atol=ATOL)
+
+
+def test_a_flight_server_runs_a_keras_h5_model():
+    """What ``streamlstm serve --model m.h5`` builds: the model file through load_model_file."""
+    pytest.importorskip("pyarrow.flight")
+    from streamlstm.io.replay import load_model_file
+
+    x, (y,) = sequences("k2_masked_stack")
+    runtime = sl.StreamRuntime(load_model_file(model_path("k2_masked_stack")), key="id", features="x")
+    server = sl.flight.StreamServer(runtime, "grpc://127.0.0.1:0")
+    try:
+        client = sl.flight.Client(f"grpc://127.0.0.1:{server.port}")
+        for t in range(x.shape[1]):
+            out = client.feed(pa.record_batch({"id": pa.array(np.arange(len(x))), "x": fixed_list(x[:, t])}))
+        client.close()
+    finally:
+        server.shutdown()
+    got = out.column("output").flatten().to_numpy().reshape(len(x), -1)
+    np.testing.assert_allclose(got, y, rtol=RTOL, atol=ATOL)
