@@ -333,8 +333,8 @@ LIVE_DASHBOARD: list[Cell] = [
 inputs and outputs, and a heatmap of its hidden state `h`. Play, pause, step, reset a stream (or all)
 and pick the stream and layer to watch; the kernel stays free while it plays.
 
-The source here is a simulated live feed: an async generator that yields a batch with one reading per
-sensor every 20 ms, as a network feed would.
+The source here is a simulated live feed: an async generator that yields a batch with one reading of
+each of 12 sensors every 20 ms, as a network feed would.
 """),
     code("""
 import asyncio
@@ -349,27 +349,51 @@ torch.manual_seed(0)
 torch.set_num_threads(1)   # tiny batches: one thread is fastest and leaves the other cores to the kernel
 """),
     code("""
-SENSORS = [f"sensor-{i:02d}" for i in range(12)]
+class Sensors:
+    \"\"\"Simulated sensors: a cycle each, a slow shared trend, noise and rare spikes.\"\"\"
+
+    def __init__(self, count=12, seed=0):
+        self.rng = np.random.default_rng(seed)
+        self.keys = [f"sensor-{i:02d}" for i in range(count)]
+        self.phase = self.rng.uniform(0, 2 * np.pi, count)
+        self.step = 0
+
+    def read(self):
+        \"\"\"The next reading of every sensor: features [count, 2] (the value and the trend).\"\"\"
+        value = np.sin(self.step / 8 + self.phase) + 0.1 * self.rng.standard_normal(len(self.keys))
+        value += (self.rng.random(len(self.keys)) < 0.01) * 3.0
+        trend = np.full(len(self.keys), np.cos(self.step / 60))
+        self.step += 1
+        return np.stack([value + 0.5 * trend, trend], axis=1).astype(np.float32)
 
 
-async def live_feed(period=0.02, seed=0):
-    \"\"\"One reading per sensor every `period` seconds: a daily-like cycle, noise and rare spikes.\"\"\"
-    rng = np.random.default_rng(seed)
-    phase = rng.uniform(0, 2 * np.pi, len(SENSORS))
-    step = 0
+async def live_feed(sensors, period=0.02):
+    \"\"\"One record batch per `period` seconds, one row per sensor, as a network feed would send.\"\"\"
     while True:
-        await asyncio.sleep(period)            # waiting for the network, without blocking the kernel
-        value = np.sin(step / 12 + phase) + 0.15 * rng.standard_normal(len(SENSORS))
-        value += (rng.random(len(SENSORS)) < 0.01) * 3.0
-        trend = np.full(len(SENSORS), np.cos(step / 60))
-        x = np.stack([value, trend], axis=1).astype(np.float32)
-        yield pa.record_batch({"sensor": SENSORS,
+        await asyncio.sleep(period)            # waiting for data, without blocking the kernel
+        x = sensors.read()
+        yield pa.record_batch({"sensor": sensors.keys,
                                "x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 2)})
-        step += 1
+"""),
+    md("""
+A small forecaster of the next reading, trained for a few seconds on recorded readings of other
+sensors, then wrapped in a `StreamRuntime`: one state per sensor, fed batch by batch.
 """),
     code("""
 model = torch.nn.Sequential(sl.LSTM(24, return_sequences=True), sl.LSTM(12, return_sequences=True),
                             torch.nn.Linear(12, 1))
+recorded = Sensors(count=32, seed=1)
+history = np.stack([recorded.read() for _ in range(551)], axis=1)          # [32, 551, 2]
+inputs = torch.from_numpy(history[:, :550]).reshape(32 * 11, 50, 2)
+targets = torch.from_numpy(history[:, 1:, :1]).reshape(32 * 11, 50, 1)   # the next value
+optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+for _ in range(60):
+    optimizer.zero_grad()
+    loss = torch.nn.functional.mse_loss(model(inputs), targets)
+    loss.backward()
+    optimizer.step()
+print(f"training loss {loss.item():.4f}")
+
 runtime = sl.StreamRuntime(model, key="sensor", features="x")
 runtime
 """),
@@ -378,7 +402,7 @@ Re-running the next cell replaces the dashboard (the old feed stops). Its status
 streams and rows/s, and shows the last error, if any.
 """),
     code("""
-dash = sl.notebook.Dashboard(runtime, live_feed(), key="live", speed=20, stream="sensor-03")
+dash = sl.notebook.Dashboard(runtime, live_feed(Sensors()), key="live", speed=20, stream="sensor-03")
 dash
 """),
     md("""

@@ -187,6 +187,8 @@ class Dashboard:
         else:
             return
         self.history.mark_reset()
+        whom = "all streams" if which == "all" else repr(self.selected)
+        self._note = f"reset {whom} (at step {self.history.step})"
         self._stats = await self.driver.in_worker(self.runtime.stats)
 
     # -- views ---------------------------------------------------------------------------------------
