@@ -103,7 +103,8 @@ def text(runtime: Any) -> str:
 
 
 def html(runtime: Any) -> str:
-    rows = "".join(f"<tr><th style='text-align:left'>{_html.escape(name)}</th><td>{_html.escape(value)}</td></tr>"
-                   for name, value in _summary(runtime))
+    # Left-aligned values: notebook front ends right-align table cells, which suits numbers, not these.
+    rows = "".join(f"<tr><th style='text-align:left'>{_html.escape(name)}</th>"
+                   f"<td style='text-align:left'>{_html.escape(value)}</td></tr>" for name, value in _summary(runtime))
     title = _html.escape(f"StreamRuntime(key={runtime.columns.key!r}, features={runtime.columns.features!r})")
     return f"<div><strong>{title}</strong><table>{rows}</table></div>"

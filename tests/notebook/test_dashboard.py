@@ -253,3 +253,20 @@ def test_bad_arguments_name_the_argument():
         Dashboard(make_runtime(), 42)
     with pytest.raises(ArgumentTypeError, match="`steps`"):
         asyncio.run(Dashboard(make_runtime(), [], key="steps").run(steps=-1))
+
+
+def test_rich_displays_of_the_runtime_layers_and_dashboard():
+    runtime = make_runtime(units=(4, 3))
+    runtime.feed(batch(0))
+    html = runtime._repr_html_()
+    for text in ("streams</th><td style='text-align:left'>4 (capacity", "LSTM(4) -&gt; LSTM(3) -&gt; Linear",
+                 "cpu", "MiB of carries", "4 in 1 batches"):
+        assert text in html
+    assert repr(runtime).startswith("StreamRuntime(key='id', features='x')\n  streams: 4")
+    assert repr(sl.LSTM(8, return_sequences=True, go_backwards=True)) == \
+        "LSTM(8, return_sequences=True, go_backwards=True)"
+    assert repr(sl.LSTMCell(4, dropout=0.1)) == "LSTMCell(4, dropout=0.1)"
+    dash = Dashboard(runtime, [], key="display")
+    bundle = dash._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == dash.widget.model_id
+    assert repr(dash) == "Dashboard(key='display', source='<list>', rows=0, state='paused')"
