@@ -112,6 +112,13 @@ class Driver:
     def _apply(self, command: str, value: Any) -> None:
         if self.stopped:
             return
+        try:
+            self._command(command, value)
+        except Exception as exc:  # noqa: BLE001 - a failing command is shown, not logged away by asyncio
+            self.fail(exc)
+        self._wake.set()
+
+    def _command(self, command: str, value: Any) -> None:
         if command == "play":
             self._set_playing(bool(value))
         elif command == "speed":
@@ -123,7 +130,6 @@ class Driver:
             self._resets.append(value)
         else:
             self.host.apply(command, value)
-        self._wake.set()
 
     def _set_playing(self, playing: bool) -> None:
         if playing and self.finished:

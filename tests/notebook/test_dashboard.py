@@ -270,3 +270,19 @@ def test_rich_displays_of_the_runtime_layers_and_dashboard():
     bundle = dash._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == dash.widget.model_id
     assert repr(dash) == "Dashboard(key='display', source='<list>', rows=0, state='paused')"
+
+
+def test_a_failing_command_is_shown_not_lost():
+    async def scenario():
+        dash = Dashboard(make_runtime(), endless(), key="bad-command")
+
+        def broken(command, value):
+            raise KeyError("no such stream")
+
+        dash.apply = broken
+        await from_thread(lambda: setattr(dash.controls.layer, "value", 0) or dash.driver.post("search", "zz"))
+        await until(lambda: dash.last_error is not None, what="the error")
+        return dash
+
+    dash = asyncio.run(scenario())
+    assert "KeyError" in dash.controls.status.value and dash.controls.error.layout.display == "block"
