@@ -73,15 +73,30 @@ def fused_lstm(x: torch.Tensor, mask: torch.Tensor | None, h0: torch.Tensor, c0:
     rows = torch.arange(batch, device=x.device)
     last_real = out[rows, (lengths - 1).clamp(min=0)]
     h_n = torch.where((lengths > 0)[:, None], last_real, h0)
-    # Where each (row, t) finds its output in `table`: its compacted output, its initial output, or zero.
-    table = torch.cat([out.reshape(batch * steps, units), before_first, out.new_zeros(1, units)])
+    outputs = _scatter_outputs(out, mask, lengths, before_first, zero_output_for_mask, return_sequences)
+    return (outputs if return_sequences else None), outputs[:, -1], [h_n, c_n]
+
+
+def _scatter_outputs(out: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, before_first: torch.Tensor,
+                     zero_output_for_mask: bool, return_sequences: bool) -> torch.Tensor:
+    """[batch, time (or 1), units]: each step's output after the repeat-previous-output rule.
+
+    One gather reads the kernel's time-major output buffer in place (no copy of it); the rare steps
+    before a row's first real step, and masked steps under ``zero_output_for_mask``, are patched after.
+    """
+    batch, steps, units = out.shape
+    flat = out.transpose(0, 1).reshape(steps * batch, units)   # a view: the kernel writes time-major
     seen = torch.cumsum(mask, dim=1) if return_sequences else lengths[:, None]
     step_mask = mask if return_sequences else mask[:, -1:]
-    index = torch.where(seen > 0, rows[:, None] * steps + seen - 1, batch * steps + rows[:, None])
+    rows = torch.arange(batch, device=out.device)[:, None]
+    index = (seen - 1).clamp(min=0) * batch + rows
+    picked = flat.index_select(0, index.reshape(-1)).view(batch, -1, units)
+    before = seen == 0
+    if bool(before.any()):
+        picked[before] = before_first[:, None, :].expand_as(picked)[before]
     if zero_output_for_mask:
-        index = torch.where(step_mask, index, batch * steps + batch)
-    picked = table.index_select(0, index.reshape(-1)).view(batch, -1, units)
-    return (picked if return_sequences else None), picked[:, -1], [h_n, c_n]
+        picked = picked.masked_fill(~step_mask[..., None], 0.0)
+    return picked
 
 
 def _compact_inputs(x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, steps: int) -> torch.Tensor:
