@@ -28,6 +28,27 @@ def median_seconds(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 
     return statistics.median(samples)
 
 
+def interleaved(contenders: dict[str, Callable[[], object]], rounds: int,
+                inner: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds per call of each contender, measured round-robin.
+
+    CPU time is the process's (all threads): on a shared machine other processes inflate wall time
+    unevenly, while CPU time counts only this process's work.
+    """
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    for fn in contenders.values():
+        for _ in range(max(2, inner // 4)):
+            fn()
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(inner):
+                fn()
+            samples[name].append(((time.perf_counter() - wall) / inner, (time.process_time() - cpu) / inner))
+    return {name: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
+            for name, values in samples.items()}
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]

@@ -1,8 +1,9 @@
 """Layer benchmark: streamlstm.LSTM against torch.nn.LSTM, and the generic path against a naive loop.
 
-One process, the same weights and data for every contender. Prints median times and ratios
-(streamlstm time / baseline time; below 1 is faster). Run: ``python benchmarks/bench_layers.py``.
-Shapes are (batch, time, features, units). ``--quick`` runs fewer repeats.
+One process, the same weights and data for every contender, measured round-robin (every contender once
+per round) so that a busy machine slows them alike. Prints median times and ratios (streamlstm time /
+baseline time; below 1 is faster). Run: ``python benchmarks/bench_layers.py``.
+Shapes are (batch, time, features, units). ``--quick`` runs fewer rounds.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import median_seconds, print_table
+from _timing import interleaved, print_table
 
 import streamlstm as sl
 
@@ -42,18 +43,6 @@ def masks(batch: int, time: int) -> dict[str, torch.Tensor]:
     return {"holes 20%": holes, "right-padded": right}
 
 
-def timed(fn, backward: bool, repeats: int) -> float:
-    def step():
-        out = fn()
-        if backward:
-            out.sum().backward()
-
-    if backward:
-        return median_seconds(step, repeats=repeats)
-    with torch.no_grad():
-        return median_seconds(step, repeats=repeats)
-
-
 def naive_loop(cell: sl.LSTMCell, x: torch.Tensor) -> torch.Tensor:
     """What a user writes by hand: call the cell once per step."""
     state = cell.get_initial_state(x.shape[0])
@@ -64,35 +53,45 @@ def naive_loop(cell: sl.LSTMCell, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(outputs, 1)
 
 
+def shape_rows(batch: int, time: int, features: int, units: int, rounds: int) -> list[list[object]]:
+    """Every contender for one shape, measured round-robin (each once per round) so drift hits all alike."""
+    shape = f"B{batch} T{time} F{features} U{units}"
+    ours, ref = make_pair(features, units)
+    x = torch.randn(batch, time, features)
+    rows = []
+    for backward in (False, True):
+        xg = x.clone().requires_grad_(backward)
+        contenders = {"torch.nn.LSTM": lambda: ref(xg)[0], "LSTM, no mask": lambda: ours(xg)}
+        for name, mask in masks(batch, time).items():
+            contenders[f"LSTM, {name}"] = lambda mask=mask: ours(xg, mask=mask)
+        if backward:
+            contenders = {name: lambda fn=fn: fn().sum().backward() for name, fn in contenders.items()}
+            times = interleaved(contenders, rounds, 1)
+        else:
+            with torch.no_grad():
+                times = interleaved(contenders, rounds, 1)
+        base = times.pop("torch.nn.LSTM")[0]
+        kind = "fwd+bwd" if backward else "inference"
+        for name, (wall, _) in times.items():
+            baseline = "torch.nn.LSTM" + ("" if name == "LSTM, no mask" else " no mask")
+            rows.append([shape, kind, name, baseline, base * 1e3, wall * 1e3, wall / base])
+    relu = sl.LSTM(units, activation="relu", return_sequences=True, input_shape=(None, features))
+    with torch.no_grad():
+        times = interleaved({"naive": lambda: naive_loop(relu.cell, x), "generic": lambda: relu(x)}, rounds, 1)
+    t_naive, t_generic = times["naive"][0], times["generic"][0]
+    rows.append([shape, "inference", "generic path (relu)", "naive per-step loop", t_naive * 1e3,
+                 t_generic * 1e3, t_generic / t_naive])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (for a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (for a smoke run)")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 7
+    rounds = 5 if args.quick else 15
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    rows = []
-    for batch, time, features, units in SHAPES:
-        shape = f"B{batch} T{time} F{features} U{units}"
-        ours, ref = make_pair(features, units)
-        x = torch.randn(batch, time, features)
-        for backward in (False, True):
-            kind = "fwd+bwd" if backward else "inference"
-            xg = x.clone().requires_grad_(backward)
-            base = timed(lambda: ref(xg)[0], backward, repeats)
-            t_ours = timed(lambda: ours(xg), backward, repeats)
-            rows.append([shape, kind, "LSTM, no mask", "torch.nn.LSTM", base * 1e3, t_ours * 1e3, t_ours / base])
-            for name, mask in masks(batch, time).items():
-                t_mask = timed(lambda: ours(xg, mask=mask), backward, repeats)
-                rows.append([shape, kind, f"LSTM, {name}", "torch.nn.LSTM no mask", base * 1e3, t_mask * 1e3,
-                             t_mask / base])
-        relu = sl.LSTM(units, activation="relu", return_sequences=True)
-        relu.build((None, None, features))
-        with torch.no_grad():
-            t_naive = median_seconds(lambda: naive_loop(relu.cell, x), repeats=repeats)
-            t_generic = median_seconds(lambda: relu(x), repeats=repeats)
-        rows.append([shape, "inference", "generic path (relu)", "naive per-step loop", t_naive * 1e3,
-                     t_generic * 1e3, t_generic / t_naive])
+    rows = [row for shape in SHAPES for row in shape_rows(*shape, rounds)]
     print_table(["shape", "pass", "streamlstm", "baseline", "baseline ms", "ours ms", "ratio"], rows)
 
 

@@ -21,9 +21,7 @@ import argparse
 import gc
 import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -31,32 +29,11 @@ import pyarrow as pa
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import print_table
+from _timing import interleaved, print_table
 
 import streamlstm as sl
 
 F, UNITS = 32, 64
-
-
-def interleaved(contenders: dict[str, Callable[[], object]], rounds: int,
-                inner: int) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) seconds per call of each contender, measured round-robin.
-
-    CPU time is the process's (all threads): on a shared machine other processes inflate wall time
-    unevenly, while CPU time counts only this process's work.
-    """
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
-    for fn in contenders.values():
-        for _ in range(max(2, inner // 4)):
-            fn()
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(inner):
-                fn()
-            samples[name].append(((time.perf_counter() - wall) / inner, (time.process_time() - cpu) / inner))
-    return {name: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
-            for name, values in samples.items()}
 
 
 def rate_rows(times: dict[str, tuple[float, float]], rows: int, baseline: str) -> list[list[object]]:
