@@ -123,6 +123,15 @@ def _select(batch: pa.RecordBatch, columns: Sequence[str] | None) -> pa.RecordBa
 
 # -- Arrow IPC files ---------------------------------------------------------------------------------
 
+def _locate(counts: Sequence[int], row: int) -> tuple[int, int]:
+    """The chunk holding ``row`` (chunks of ``counts`` rows) and how many of its rows to skip."""
+    index = 0
+    while index < len(counts) and row >= counts[index]:
+        row -= counts[index]
+        index += 1
+    return index, row
+
+
 def _ipc_file(path: str) -> Source:
     with pa.memory_map(path) as handle:
         reader = pa.ipc.open_file(handle)
@@ -130,10 +139,7 @@ def _ipc_file(path: str) -> Source:
         schema = reader.schema
 
     def read(start_row: int, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
-        index, skip = 0, start_row
-        while index < len(counts) and skip >= counts[index]:
-            skip -= counts[index]
-            index += 1
+        index, skip = _locate(counts, start_row)
         while index < len(counts):
             # A fresh map per window: pages of a map stay resident until it is unmapped, so one map of
             # the whole file would make resident memory grow with the file.
@@ -192,10 +198,7 @@ def _parquet(path: str) -> Source:
     schema = file.schema_arrow
 
     def read(start_row: int, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
-        first, skip = 0, start_row
-        while first < len(groups) and skip >= groups[first]:
-            skip -= groups[first]
-            first += 1
+        first, skip = _locate(groups, start_row)
         if first == len(groups):
             return
         reader = pq.ParquetFile(path)
