@@ -24,15 +24,8 @@ SHAPES = [(64, 100, 32, 64), (256, 200, 32, 128), (1, 1000, 8, 64)]
 
 
 def make_pair(features: int, units: int) -> tuple[sl.LSTM, torch.nn.LSTM]:
-    ours = sl.LSTM(units, return_sequences=True)
-    ours.build((None, None, features))
-    ref = torch.nn.LSTM(features, units, batch_first=True)
-    with torch.no_grad():
-        ref.weight_ih_l0.copy_(ours.cell.kernel.T)
-        ref.weight_hh_l0.copy_(ours.cell.recurrent_kernel.T)
-        ref.bias_ih_l0.copy_(ours.cell.bias)
-        ref.bias_hh_l0.zero_()
-    return ours, ref
+    ours = sl.LSTM(units, return_sequences=True, input_shape=(None, features))
+    return ours, ours.to_torch_lstm()
 
 
 def masks(batch: int, time: int) -> dict[str, torch.Tensor]:

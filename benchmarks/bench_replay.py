@@ -46,15 +46,8 @@ def write_input(path: str) -> np.ndarray:
 
 def make_models() -> tuple[sl.LSTM, torch.nn.LSTM]:
     torch.manual_seed(0)
-    ours = sl.LSTM(UNITS, return_sequences=True)
-    ours.build((None, None, FEATURES))
-    ref = torch.nn.LSTM(FEATURES, UNITS, batch_first=True)
-    with torch.no_grad():
-        ref.weight_ih_l0.copy_(ours.cell.kernel.T)
-        ref.weight_hh_l0.copy_(ours.cell.recurrent_kernel.T)
-        ref.bias_ih_l0.copy_(ours.cell.bias)
-        ref.bias_hh_l0.zero_()
-    return ours, ref.eval()
+    ours = sl.LSTM(UNITS, return_sequences=True, input_shape=(None, FEATURES))
+    return ours, ours.to_torch_lstm().eval()
 
 
 def main() -> None:

@@ -156,12 +156,7 @@ def latency(rounds: int) -> list[list[object]]:
 def replay(rounds: int) -> list[list[object]]:
     streams, steps = 1000, 100
     layer, rng = make_layer(), np.random.default_rng(2)
-    ref = torch.nn.LSTM(F, UNITS, batch_first=True)
-    with torch.no_grad():
-        ref.weight_ih_l0.copy_(layer.cell.kernel.T)
-        ref.weight_hh_l0.copy_(layer.cell.recurrent_kernel.T)
-        ref.bias_ih_l0.copy_(layer.cell.bias)
-        ref.bias_hh_l0.zero_()
+    ref = layer.to_torch_lstm()
     x = rng.normal(size=(streams, steps, F)).astype(np.float32)
     xt = torch.from_numpy(x)
     h0, c0 = torch.zeros(1, streams, UNITS), torch.zeros(1, streams, UNITS)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from streamlstm.errors import ArgumentTypeError
+from streamlstm.errors import ArgumentTypeError, ConfigError
 from streamlstm.layers import activations
 from streamlstm.layers.fused import fused_lstm
 from streamlstm.layers.lstm_cell import LSTMCell
@@ -106,6 +106,28 @@ class LSTM(RNN):
         return run_loop(lambda z_t, s: cell.recurrent_step(z_t, s, training), projected, states, mask,
                         zero_output_for_mask=self.zero_output_for_mask, return_sequences=self.return_sequences,
                         initial_output=initial_output)
+
+    def to_torch_lstm(self) -> torch.nn.LSTM:
+        """A ``torch.nn.LSTM`` (batch_first) with the same numbers on unmasked inputs.
+
+        ``weight_ih = kernel.T``, ``weight_hh = recurrent_kernel.T``, ``bias_ih = bias``, ``bias_hh = 0``.
+        Only for activation tanh and recurrent_activation sigmoid, the only ones torch.nn.LSTM has.
+        """
+        cell = self.cell
+        if not (activations.is_tanh(cell.activation) and activations.is_sigmoid(cell.recurrent_activation)):
+            raise ConfigError("to_torch_lstm() needs activation 'tanh' and recurrent_activation 'sigmoid', "
+                              "the only ones torch.nn.LSTM computes")
+        if not self.built:
+            raise ConfigError("to_torch_lstm() needs a built layer: call build(input_shape) first")
+        lstm = torch.nn.LSTM(cell.input_dim, cell.units, bias=cell.use_bias, batch_first=True,
+                             device=cell.kernel.device, dtype=cell.kernel.dtype)
+        with torch.no_grad():
+            lstm.weight_ih_l0.copy_(cell.kernel.T)
+            lstm.weight_hh_l0.copy_(cell.recurrent_kernel.T)
+            if cell.use_bias:
+                lstm.bias_ih_l0.copy_(cell.bias)
+                lstm.bias_hh_l0.zero_()
+        return lstm
 
     def get_config(self) -> dict[str, Any]:
         config = self.cell.get_config()

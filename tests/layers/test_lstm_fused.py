@@ -134,3 +134,14 @@ def test_long_sequence_with_large_batch() -> None:
     x = torch.randn(32, 60, 4)
     fused, generic = call_both(layer, x, mask=make_mask("right_padded", 32, 60, seed=5))
     assert_all_close(fused, generic, rtol=1e-5, atol=2e-6)
+
+
+def test_to_torch_lstm_gives_the_same_numbers_and_refuses_other_activations() -> None:
+    layer = sl.LSTM(5, return_sequences=True, input_shape=(None, 3))
+    x = torch.randn(2, 6, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(layer.to_torch_lstm()(x)[0], layer(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(sl.errors.ConfigError, match="recurrent_activation 'sigmoid'"):
+        sl.LSTM(5, activation="relu", input_shape=(None, 3)).to_torch_lstm()
+    with pytest.raises(sl.errors.ConfigError, match="needs a built layer"):
+        sl.LSTM(5).to_torch_lstm()
