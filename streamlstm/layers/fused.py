@@ -44,6 +44,11 @@ def _run_kernel(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, kernel: tor
     return out, h_n[0], c_n[0]
 
 
+def _unmasked(x, h0, c0, kernel, recurrent_kernel, bias, return_sequences) -> Result:
+    out, h_n, c_n = _run_kernel(x, h0, c0, kernel, recurrent_kernel, bias)
+    return (out if return_sequences else None), out[:, -1], [h_n, c_n]
+
+
 def fused_lstm(x: torch.Tensor, mask: torch.Tensor | None, h0: torch.Tensor, c0: torch.Tensor,
                kernel: torch.Tensor, recurrent_kernel: torch.Tensor, bias: torch.Tensor | None, *,
                zero_output_for_mask: bool = False, return_sequences: bool = True,
@@ -54,13 +59,14 @@ def fused_lstm(x: torch.Tensor, mask: torch.Tensor | None, h0: torch.Tensor, c0:
     numbers of the generic Keras loop. ``initial_output`` [batch, units] replaces the zeros repeated by
     masked steps before a row's first real step.
     """
-    if mask is None or bool(mask.all()):
-        out, h_n, c_n = _run_kernel(x, h0, c0, kernel, recurrent_kernel, bias)
-        return (out if return_sequences else None), out[:, -1], [h_n, c_n]
+    if mask is None:
+        return _unmasked(x, h0, c0, kernel, recurrent_kernel, bias, return_sequences)
     batch, time, features = x.shape
     units = h0.shape[1]
     lengths = mask.sum(dim=1)
-    steps = int(lengths.max())
+    shortest, steps = (int(v) for v in torch.aminmax(lengths))
+    if shortest == time:  # nothing masked after all
+        return _unmasked(x, h0, c0, kernel, recurrent_kernel, bias, return_sequences)
     before_first = x.new_zeros(batch, units) if initial_output is None else initial_output
     if steps == 0:  # every row fully masked: outputs repeat the initial output, states unchanged
         outputs = before_first[:, None, :].expand(batch, time, units)
@@ -100,19 +106,19 @@ def _scatter_outputs(out: torch.Tensor, mask: torch.Tensor, lengths: torch.Tenso
 
 
 def _compact_inputs(x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, steps: int) -> torch.Tensor:
-    """[batch, steps, features + 1]: each row's real steps first, then padding; the last feature is 1
-    at padding steps."""
+    """[batch, steps, features + 1]: each row's real steps first, then padding steps of zeros whose last
+    feature is 1. Masked inputs never reach the kernel (they may hold NaN or garbage)."""
     batch, time, features = x.shape
-    padding = torch.arange(steps, device=x.device)[None, :] >= lengths[:, None]
-    if bool((mask[:, :steps] != ~padding).sum() == 0) and not bool(mask[:, steps:].any()):
-        # Right-padded already (the common case): no reordering, only the indicator column.
-        return torch.cat([x[:, :steps], padding[..., None].to(x.dtype)], dim=2)
-    real_first = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :steps]
+    positions = torch.arange(steps, device=x.device)[None, :]
+    padding = positions >= lengths[:, None]
+    if torch.equal(mask[:, :steps], ~padding):   # right-padded already (the common case): keep the order
+        real_first = positions
+    else:
+        real_first = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :steps]
     source = torch.arange(batch, device=x.device)[:, None] * time + real_first
     source = torch.where(padding, batch * time, source)
-    # One gather from a table of the inputs with a 0 indicator column and one padding row [0 ... 0, 1].
-    table = torch.cat([x.reshape(batch * time, features), x.new_zeros(batch * time, 1)], dim=1)
-    padding_row = x.new_zeros(1, features + 1)
-    padding_row[0, -1] = 1
-    table = torch.cat([table, padding_row])
+    # One gather from the inputs with a 0 indicator column, plus one padding row [0 ... 0, 1].
+    table = x.new_zeros(batch * time + 1, features + 1)
+    table[:-1, :features] = x.reshape(batch * time, features)
+    table[-1, -1] = 1
     return table.index_select(0, source.reshape(-1)).view(batch, steps, features + 1)

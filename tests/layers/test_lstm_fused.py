@@ -145,3 +145,26 @@ def test_to_torch_lstm_gives_the_same_numbers_and_refuses_other_activations() ->
         sl.LSTM(5, activation="relu", input_shape=(None, 3)).to_torch_lstm()
     with pytest.raises(sl.errors.ConfigError, match="needs a built layer"):
         sl.LSTM(5).to_torch_lstm()
+
+
+@pytest.mark.parametrize("kind", ["right-padded", "holes"])
+def test_nan_at_masked_steps_never_reaches_the_numbers(kind: str) -> None:
+    """Masked steps often hold NaN (missing readings); like the generic loop, the fused path ignores them."""
+    torch.manual_seed(3)
+    layer = sl.LSTM(5, return_sequences=True, return_state=True, input_shape=(None, 3))
+    x = torch.randn(4, 8, 3)
+    mask = torch.ones(4, 8, dtype=torch.bool)
+    if kind == "right-padded":
+        mask[0, 5:] = mask[2, 3:] = False
+    else:
+        mask[0, 2] = mask[1, 0] = mask[3, 4:6] = False
+    mask[:, -1] = True if kind == "holes" else mask[:, -1]
+    x[~mask] = float("nan")
+    with torch.no_grad():
+        fused = layer(x, mask=mask)
+        assert layer.last_path == "fused"
+        with force_generic():
+            generic = layer(x, mask=mask)
+    for a, b in zip(fused, generic):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
