@@ -19,6 +19,7 @@ from streamlstm.layers.rnn_loop import run_loop
 
 __all__ = ["LSTM", "force_generic"]
 
+_PROJECTION_BLOCK = 32   # time steps projected at once by the generic path
 _FORCE_GENERIC = contextvars.ContextVar("streamlstm_force_generic", default=False)
 _CELL_ARGS = [name for name in inspect.signature(LSTMCell.__init__).parameters
               if name not in ("self", "dtype", "device")]
@@ -102,10 +103,17 @@ class LSTM(RNN):
                               zero_output_for_mask=self.zero_output_for_mask,
                               return_sequences=self.return_sequences, initial_output=initial_output)
         self.last_path = "generic"
-        projected = cell.project_inputs(x, training)  # one GEMM for all steps
-        return run_loop(lambda z_t, s: cell.recurrent_step(z_t, s, training), projected, states, mask,
-                        zero_output_for_mask=self.zero_output_for_mask, return_sequences=self.return_sequences,
-                        initial_output=initial_output)
+        # The input projection x @ kernel + bias is hoisted out of the step loop: one GEMM per block of
+        # steps, small enough for the block's projections to stay in cache while the loop reads them.
+        blocks, last = [], initial_output
+        for start in range(0, x.shape[1], _PROJECTION_BLOCK):
+            steps = slice(start, start + _PROJECTION_BLOCK)
+            outputs, last, states = run_loop(
+                lambda z_t, s: cell.recurrent_step(z_t, s, training), cell.project_inputs(x[:, steps], training),
+                states, None if mask is None else mask[:, steps], zero_output_for_mask=self.zero_output_for_mask,
+                return_sequences=self.return_sequences, initial_output=last)
+            blocks.append(outputs)
+        return (torch.cat(blocks, dim=1) if self.return_sequences else None), last, states
 
     def to_torch_lstm(self) -> torch.nn.LSTM:
         """A ``torch.nn.LSTM`` (batch_first) with the same numbers on unmasked inputs.
