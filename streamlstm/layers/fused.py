@@ -72,18 +72,20 @@ def fused_lstm(x: torch.Tensor, mask: torch.Tensor | None, h0: torch.Tensor, c0:
         outputs = before_first[:, None, :].expand(batch, time, units)
         outputs = torch.zeros_like(outputs) if zero_output_for_mask else outputs
         return (outputs if return_sequences else None), outputs[:, -1], [h0, c0]
-    compact = _compact_inputs(x, mask, lengths, steps)
+    seen = torch.cumsum(mask, dim=1)   # real steps of each row up to and including t
+    compact = _compact_inputs(x, mask, seen, lengths, steps)
     inert = torch.zeros(1, 4 * units, dtype=kernel.dtype, device=kernel.device)
     inert[0, :units], inert[0, units:2 * units] = -_big(kernel.dtype), _big(kernel.dtype)
     out, _, c_n = _run_kernel(compact, h0, c0, torch.cat([kernel, inert]), recurrent_kernel, bias)
     rows = torch.arange(batch, device=x.device)
     last_real = out[rows, (lengths - 1).clamp(min=0)]
     h_n = torch.where((lengths > 0)[:, None], last_real, h0)
-    outputs = _scatter_outputs(out, mask, lengths, before_first, zero_output_for_mask, return_sequences)
+    outputs = _scatter_outputs(out, mask, seen, lengths, before_first, zero_output_for_mask, return_sequences)
     return (outputs if return_sequences else None), outputs[:, -1], [h_n, c_n]
 
 
-def _scatter_outputs(out: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, before_first: torch.Tensor,
+def _scatter_outputs(out: torch.Tensor, mask: torch.Tensor, seen: torch.Tensor, lengths: torch.Tensor,
+                     before_first: torch.Tensor,
                      zero_output_for_mask: bool, return_sequences: bool) -> torch.Tensor:
     """[batch, time (or 1), units]: each step's output after the repeat-previous-output rule.
 
@@ -92,7 +94,7 @@ def _scatter_outputs(out: torch.Tensor, mask: torch.Tensor, lengths: torch.Tenso
     """
     batch, steps, units = out.shape
     flat = out.transpose(0, 1).reshape(steps * batch, units)   # a view: the kernel writes time-major
-    seen = torch.cumsum(mask, dim=1) if return_sequences else lengths[:, None]
+    seen = seen if return_sequences else lengths[:, None]
     step_mask = mask if return_sequences else mask[:, -1:]
     rows = torch.arange(batch, device=out.device)[:, None]
     index = (seen - 1).clamp(min=0) * batch + rows
@@ -105,7 +107,8 @@ def _scatter_outputs(out: torch.Tensor, mask: torch.Tensor, lengths: torch.Tenso
     return picked
 
 
-def _compact_inputs(x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, steps: int) -> torch.Tensor:
+def _compact_inputs(x: torch.Tensor, mask: torch.Tensor, seen: torch.Tensor, lengths: torch.Tensor,
+                    steps: int) -> torch.Tensor:
     """[batch, steps, features + 1]: each row's real steps first, then padding steps of zeros whose last
     feature is 1. Masked inputs never reach the kernel (they may hold NaN or garbage)."""
     batch, time, features = x.shape
@@ -113,8 +116,10 @@ def _compact_inputs(x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, 
     padding = positions >= lengths[:, None]
     if torch.equal(mask[:, :steps], ~padding):   # right-padded already (the common case): keep the order
         real_first = positions
-    else:
-        real_first = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :steps]
+    else:   # real step t of row b goes to position seen[b, t] - 1; masked steps to a discarded column
+        destination = torch.where(mask, seen - 1, steps)
+        times = torch.arange(time, device=x.device).expand(batch, time)
+        real_first = x.new_zeros(batch, steps + 1, dtype=torch.long).scatter_(1, destination, times)[:, :steps]
     source = torch.arange(batch, device=x.device)[:, None] * time + real_first
     source = torch.where(padding, batch * time, source)
     # One gather from the inputs with a 0 indicator column, plus one padding row [0 ... 0, 1].
