@@ -140,21 +140,18 @@ class StreamServer(flight.FlightServerBase):
         return result
 
     # -- Flight handlers ---------------------------------------------------------------------------------
-    def do_exchange(self, context: Any, descriptor: flight.FlightDescriptor, reader: Any, writer: Any) -> None:
+    def _fed_outputs(self, descriptor: flight.FlightDescriptor, reader: Any) -> Iterator[pa.RecordBatch]:
+        """Feed each batch a client writes and yield its output (written by the caller while the drain
+        gate is held, so a stopping server answers every batch it has read); ends when the server drains."""
         _check_feed(descriptor)
         self.batcher.add_feeder()
         try:
-            started = False
             for chunk in reader:
                 if chunk.data is None:
                     continue
                 self._gate.enter()
                 try:
-                    output = self._submit(chunk.data)
-                    if not started:
-                        writer.begin(output.schema)
-                        started = True
-                    writer.write_batch(output)
+                    yield self._submit(chunk.data)
                 finally:
                     self._gate.leave()
                 if self._gate.closed:  # end the call: the client sees the end of the stream
@@ -162,26 +159,18 @@ class StreamServer(flight.FlightServerBase):
         finally:
             self.batcher.remove_feeder()
 
+    def do_exchange(self, context: Any, descriptor: flight.FlightDescriptor, reader: Any, writer: Any) -> None:
+        started = False
+        for output in self._fed_outputs(descriptor, reader):
+            if not started:
+                writer.begin(output.schema)
+                started = True
+            writer.write_batch(output)
+
     def do_put(self, context: Any, descriptor: flight.FlightDescriptor, reader: Any, writer: Any) -> None:
-        _check_feed(descriptor)
-        self.batcher.add_feeder()
-        try:
-            index = 0
-            for chunk in reader:
-                if chunk.data is None:
-                    continue
-                self._gate.enter()
-                try:
-                    output = self._submit(chunk.data)
-                    self.outputs.add(output)
-                    writer.write(pa.py_buffer(protocol.encode_json({"batch": index, "rows": output.num_rows})))
-                finally:
-                    self._gate.leave()
-                index += 1
-                if self._gate.closed:
-                    return
-        finally:
-            self.batcher.remove_feeder()
+        for index, output in enumerate(self._fed_outputs(descriptor, reader)):
+            self.outputs.add(output)
+            writer.write(pa.py_buffer(protocol.encode_json({"batch": index, "rows": output.num_rows})))
 
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
         try:
