@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from streamlstm.errors import ArgumentTypeError, SourceError
+from streamlstm.runtime.schema import as_record_batch
 
 __all__ = ["BatchFeed", "open_feed"]
 
@@ -76,11 +77,9 @@ class BatchFeed:
 
 
 def _as_batch(item: Any) -> pa.RecordBatch:
-    if isinstance(item, pa.RecordBatch):
-        return item
-    if isinstance(item, pa.Table):
-        batches = item.combine_chunks().to_batches()
-        return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=item.schema)
+    batch = as_record_batch(item)
+    if batch is not None:
+        return batch
     raise SourceError(f"a dashboard source must yield pyarrow RecordBatches or Tables, got {type(item).__name__}")
 
 

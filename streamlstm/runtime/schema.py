@@ -173,20 +173,24 @@ def time_values(array: pa.Array, name: str, expected_type: pa.DataType | None) -
     raise SchemaError(f"time column {name!r} must be an integer, float, timestamp, date or duration, got {kind}")
 
 
-def as_record_batch(batch: Any) -> pa.RecordBatch:
+def as_record_batch(batch: Any) -> pa.RecordBatch | None:
+    """``batch`` as one RecordBatch (a Table's chunks combined), or None when it is neither."""
     if isinstance(batch, pa.RecordBatch):
         return batch
     if isinstance(batch, pa.Table):
         combined = batch.combine_chunks()
         batches = combined.to_batches()
         return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=batch.schema)
-    raise SchemaError(f"`batch` must be a pyarrow.RecordBatch or pyarrow.Table, got {type(batch).__name__}")
+    return None
 
 
 def parse_batch(batch: Any, columns: Columns, *, width: int | None, expected_key_kind: str | None,
                 time_type: pa.DataType | None, allow_nonfinite: bool) -> ParsedBatch:
     """Validate ``batch`` against the contract above; raises StreamError/SchemaError, changes nothing."""
-    batch = as_record_batch(batch)
+    record_batch = as_record_batch(batch)
+    if record_batch is None:
+        raise SchemaError(f"`batch` must be a pyarrow.RecordBatch or pyarrow.Table, got {type(batch).__name__}")
+    batch = record_batch
     keys = _keys(batch, columns.key, expected_key_kind)
     if isinstance(columns.features, str):
         array = _column(batch, columns.features, "features")

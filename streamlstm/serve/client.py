@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from streamlstm.errors import ArgumentTypeError, ServeError
+from streamlstm.runtime.schema import as_record_batch
 from streamlstm.serve import protocol
 
 __all__ = ["Client"]
@@ -192,11 +193,9 @@ class Client:
 
 
 def _one_batch(batch: Any) -> pa.RecordBatch:
-    if isinstance(batch, pa.RecordBatch):
-        return batch
-    if isinstance(batch, pa.Table):
-        combined = batch.combine_chunks().to_batches()
-        return combined[0] if combined else pa.RecordBatch.from_pylist([], schema=batch.schema)
+    record_batch = as_record_batch(batch)
+    if record_batch is not None:
+        return record_batch
     raise ArgumentTypeError(f"`batch` must be a pyarrow RecordBatch or Table, got {type(batch).__name__}")
 
 
