@@ -4,7 +4,6 @@ other processes made feeds 10-50x slower."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,3 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sl.save_model(model, path)
     return path
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
