@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/python -m streamlstm demo
 
 test: install
-	$(BIN)/python -m pytest streamlstm tests -q
+	$(BIN)/python -m pytest tests -q
 
 lint: install
 	$(BIN)/ruff check streamlstm tests benchmarks

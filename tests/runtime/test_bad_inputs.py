@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import F, fixed_list, lstm, make_batch
+from runtime_helpers import F, fixed_list, lstm, make_batch
 
 import streamlstm as sl
 from streamlstm.errors import SchemaError, StreamError

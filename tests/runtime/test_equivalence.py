@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import F, feed_all, lstm, make_batch, outputs, reference, two_lstm_model
+from runtime_helpers import F, feed_all, lstm, make_batch, outputs, reference, two_lstm_model
 
 import streamlstm as sl
 

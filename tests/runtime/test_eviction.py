@@ -6,7 +6,7 @@ import datetime
 
 import numpy as np
 import pytest
-from conftest import F, lstm, make_batch
+from runtime_helpers import F, lstm, make_batch
 
 import streamlstm as sl
 from streamlstm.errors import ArgumentTypeError, ConfigError

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import feed_all
+from runtime_helpers import feed_all
 
 import streamlstm as sl
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from conftest import F, feed_all, lstm, reference
+from runtime_helpers import F, feed_all, lstm, reference
 
 from streamlstm.runtime.keys import KeyIndex
 

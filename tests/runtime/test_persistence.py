@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import F, lstm, make_batch, outputs, two_lstm_model
+from runtime_helpers import F, lstm, make_batch, outputs, two_lstm_model
 
 import streamlstm as sl
 from streamlstm.errors import ConfigError

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import F, feed_all, lstm, two_lstm_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runtime_helpers import F, feed_all, lstm, two_lstm_model
 
 import streamlstm as sl
 

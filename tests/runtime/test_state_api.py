@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import F, fixed_list, lstm, make_batch, outputs, reference, two_lstm_model
+from runtime_helpers import F, fixed_list, lstm, make_batch, outputs, reference, two_lstm_model
 
 import streamlstm as sl
 from streamlstm.errors import ShapeError, StateError

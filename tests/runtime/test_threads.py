@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from conftest import F, lstm, make_batch, outputs
+from runtime_helpers import F, lstm, make_batch, outputs
 
 import streamlstm as sl
 
