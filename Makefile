@@ -1,33 +1,36 @@
-# streamlstm: `make demo` runs the showcase, `make test` runs the test suite. Both create .venv first.
+# streamlstm: `make demo` runs the showcase, `make test` runs the test suite. Both create .venv first;
+# `demo` installs only what the showcase needs, `test` adds the test, Keras, notebook and browser extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The CPU build of torch, pinned so that pip never pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-
-$(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH)
+
+$(VENV)/.installed-demo: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,keras,demo,notebook,browser]'
 	touch $@
 
-install: $(VENV)/.installed
-
-demo: install
+demo: $(VENV)/.installed-demo
 	$(BIN)/python -m streamlstm demo
 
-test: install
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests -q
 
-lint: install
-	$(BIN)/ruff check streamlstm tests benchmarks
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check streamlstm tests benchmarks notebooks
 
-bench: install
+bench: $(VENV)/.installed-demo
 	$(BIN)/python benchmarks/bench_layers.py
 
 clean:
