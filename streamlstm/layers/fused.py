@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from streamlstm.layers.kernels import native_sequence
+
 Result = tuple[torch.Tensor | None, torch.Tensor, list[torch.Tensor]]
 
 
@@ -32,20 +34,8 @@ def _big(dtype: torch.dtype) -> float:
     return 1e4 if dtype == torch.float16 else 1e6
 
 
-def _run_kernel(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, kernel: torch.Tensor,
-                recurrent_kernel: torch.Tensor, bias: torch.Tensor | None):
-    weights = [kernel.T, recurrent_kernel.T]
-    if bias is not None:
-        weights += [bias, torch.zeros_like(bias)]
-    # cuDNN keeps the workspace for backward only in train mode; on CPU the flag changes nothing.
-    train = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, h0, c0, kernel, recurrent_kernel, bias))
-    out, h_n, c_n = torch._VF.lstm(x, (h0[None], c0[None]), weights, bias is not None, 1, 0.0, train, False, True)
-    return out, h_n[0], c_n[0]
-
-
 def _unmasked(x, h0, c0, kernel, recurrent_kernel, bias, return_sequences) -> Result:
-    out, h_n, c_n = _run_kernel(x, h0, c0, kernel, recurrent_kernel, bias)
+    out, h_n, c_n = native_sequence(x, h0, c0, kernel, recurrent_kernel, bias)
     return (out if return_sequences else None), out[:, -1], [h_n, c_n]
 
 
@@ -76,7 +66,7 @@ def fused_lstm(x: torch.Tensor, mask: torch.Tensor | None, h0: torch.Tensor, c0:
     compact = _compact_inputs(x, mask, seen, lengths, steps)
     inert = torch.zeros(1, 4 * units, dtype=kernel.dtype, device=kernel.device)
     inert[0, :units], inert[0, units:2 * units] = -_big(kernel.dtype), _big(kernel.dtype)
-    out, _, c_n = _run_kernel(compact, h0, c0, torch.cat([kernel, inert]), recurrent_kernel, bias)
+    out, _, c_n = native_sequence(compact, h0, c0, torch.cat([kernel, inert]), recurrent_kernel, bias)
     rows = torch.arange(batch, device=x.device)
     last_real = out[rows, (lengths - 1).clamp(min=0)]
     h_n = torch.where((lengths > 0)[:, None], last_real, h0)

@@ -11,7 +11,6 @@ from typing import Any
 import torch
 
 from streamlstm.errors import ArgumentTypeError, ConfigError
-from streamlstm.layers import activations
 from streamlstm.layers.fused import fused_lstm
 from streamlstm.layers.lstm_cell import LSTMCell
 from streamlstm.layers.rnn import RNN
@@ -87,7 +86,7 @@ class LSTM(RNN):
         """Whether a call with this ``training`` flag takes the fused kernel."""
         cell = self.cell
         return (not _FORCE_GENERIC.get() and not self.unroll
-                and activations.is_tanh(cell.activation) and activations.is_sigmoid(cell.recurrent_activation)
+                and cell.is_standard
                 and not (training and cell.recurrent_dropout)
                 and not (training and cell.dropout and cell.implementation == 1))
 
@@ -98,7 +97,7 @@ class LSTM(RNN):
         if self.fused_eligible(training):
             self.last_path = "fused"
             if training and cell.dropout:
-                x = x * cell._input_masks.get(x[:, 0], cell._generators)[0][:, None, :]
+                x = x * cell.input_dropout_masks(x[:, 0])[0][:, None, :]
             return fused_lstm(x, mask, states[0], states[1], cell.kernel, cell.recurrent_kernel, cell.bias,
                               zero_output_for_mask=self.zero_output_for_mask,
                               return_sequences=self.return_sequences, initial_output=initial_output)
@@ -122,7 +121,7 @@ class LSTM(RNN):
         Only for activation tanh and recurrent_activation sigmoid, the only ones torch.nn.LSTM has.
         """
         cell = self.cell
-        if not (activations.is_tanh(cell.activation) and activations.is_sigmoid(cell.recurrent_activation)):
+        if not cell.is_standard:
             raise ConfigError("to_torch_lstm() needs activation 'tanh' and recurrent_activation 'sigmoid', "
                               "the only ones torch.nn.LSTM computes")
         if not self.built:

@@ -23,10 +23,12 @@ from streamlstm.errors import ConfigError, ShapeError
 from streamlstm.layers import activations, constraints, initializers, regularizers
 from streamlstm.layers.base import Layer, check_positive_int, check_rate
 from streamlstm.layers.dropout import DropoutMasks, SeededGenerators
+from streamlstm.layers.kernels import gates, native_cell, standard_gates_
 
 __all__ = ["LSTMCell"]
 
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
+SMALL_BATCH = 64   # up to this many rows one native dispatch beats in-place gate math (many small ops)
 
 
 class LSTMCell(Layer):
@@ -204,11 +206,44 @@ class LSTMCell(Layer):
             z_rec = torch.cat([(h * m) @ r for m, r in zip(masks, self.recurrent_kernel.chunk(4, dim=1))], dim=-1)
         else:
             z_rec = h @ self.recurrent_kernel
-        i, f, g, o = (z_inputs + z_rec).chunk(4, dim=-1)
-        ra, a = self.recurrent_activation, self.activation
-        c_new = ra(f) * c + ra(i) * a(g)
-        h_new = ra(o) * a(c_new)
+        h_new, c_new = gates(z_inputs + z_rec, c, self.activation, self.recurrent_activation)
         return h_new, [h_new, c_new]
+
+    @property
+    def is_standard(self) -> bool:
+        """activation tanh and recurrent_activation sigmoid: PyTorch's native kernels (and cuDNN) compute
+        this cell, so the fused paths may take it."""
+        return activations.is_tanh(self.activation) and activations.is_sigmoid(self.recurrent_activation)
+
+    def input_dropout_masks(self, like: torch.Tensor) -> list[torch.Tensor]:
+        """This call's input dropout masks for inputs like ``like`` [batch, input_dim] (drawn once per
+        call, after :meth:`reset_dropout_mask`)."""
+        return self._input_masks.get(like, self._generators)
+
+    def torch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(kernel.T, recurrent_kernel.T)`` made contiguous (torch's layout, which the native cell reads
+        fastest), detached, cached until the weights change (in-place updates bump ``_version``)."""
+        kernel, recurrent = self.kernel, self.recurrent_kernel
+        stamp = (kernel._version, recurrent._version, kernel.data_ptr(), recurrent.data_ptr())
+        cached = self.__dict__.get("_torch_layout")
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, kernel.detach().T.contiguous(), recurrent.detach().T.contiguous())
+            self.__dict__["_torch_layout"] = cached
+        return cached[1], cached[2]
+
+    def step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One inference step (no dropout, no validation): ``(h', c')`` for inputs ``x`` [batch, input_dim].
+
+        The kernel is chosen by shape, the numbers are the same to float rounding: the native cell for
+        small batches of a standard cell, in-place gate math for large ones, :meth:`recurrent_step`
+        otherwise."""
+        if not self.is_standard:
+            h_new, (_, c_new) = self.recurrent_step(self.project_inputs(x, False), [h, c], False)
+            return h_new, c_new
+        if x.shape[0] <= SMALL_BATCH:
+            weight_ih, weight_hh = self.torch_weights()
+            return native_cell(x, h, c, weight_ih, weight_hh, self.bias)
+        return standard_gates_(self.project_inputs(x, False).addmm_(h, self.recurrent_kernel), c)
 
     def forward(self, inputs: Any, states: Any, training: bool | None = None):
         inputs = torch.as_tensor(inputs)
