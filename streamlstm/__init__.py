@@ -10,6 +10,7 @@ from streamlstm.io.replay import ReplaySummary, replay, replay_table, replay_to_
 from streamlstm.keras_import import load_keras, save_keras
 from streamlstm.layers import LSTM, RNN, LSTMCell, StackedRNNCells
 from streamlstm.runtime import StreamRuntime
+from streamlstm.runtime.key_groups import key_group
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ __all__ = [
     "__version__",
     "errors",
     "flight",
+    "key_group",
     "layers",
     "load_keras",
     "load_model",

@@ -24,8 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from streamlstm.arrow import as_record_batch
 from streamlstm.errors import ArgumentTypeError, SourceError
-from streamlstm.runtime.schema import as_record_batch
 
 __all__ = ["BatchFeed", "open_feed"]
 

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from streamlstm.arrow import fixed_list_to_numpy
+
 __all__ = ["History", "Renderer", "Snapshot", "StreamRows", "status_html", "stream_rows"]
 
 # Lines beyond these are left out of the line plot (a legend of 32 inputs helps nobody).
@@ -40,9 +42,7 @@ class StreamRows:
 
 
 def _take_fixed(column: pa.Array, rows: np.ndarray) -> np.ndarray:
-    picked = column.take(pa.array(rows))
-    width = picked.type.list_size
-    return picked.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(rows), width)
+    return fixed_list_to_numpy(column.take(pa.array(rows))).astype(np.float32)   # a writable copy
 
 
 def _matching_rows(keys: pa.Array, key: Any) -> np.ndarray:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from streamlstm.arrow import as_record_batch
 from streamlstm.errors import SchemaError, StreamError
 
 __all__ = ["Columns", "ParsedBatch", "key_kind", "parse_batch", "describe_key"]
@@ -171,17 +172,6 @@ def time_values(array: pa.Array, name: str, expected_type: pa.DataType | None) -
         storage = pa.int32() if kind == pa.date32() else pa.int64()
         return array.view(storage).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     raise SchemaError(f"time column {name!r} must be an integer, float, timestamp, date or duration, got {kind}")
-
-
-def as_record_batch(batch: Any) -> pa.RecordBatch | None:
-    """``batch`` as one RecordBatch (a Table's chunks combined), or None when it is neither."""
-    if isinstance(batch, pa.RecordBatch):
-        return batch
-    if isinstance(batch, pa.Table):
-        combined = batch.combine_chunks()
-        batches = combined.to_batches()
-        return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=batch.schema)
-    return None
 
 
 def parse_batch(batch: Any, columns: Columns, *, width: int | None, expected_key_kind: str | None,

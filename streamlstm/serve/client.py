@@ -11,8 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from streamlstm.arrow import as_record_batch
 from streamlstm.errors import ArgumentTypeError, ServeError
-from streamlstm.runtime.schema import as_record_batch
 from streamlstm.serve import protocol
 
 __all__ = ["Client"]
