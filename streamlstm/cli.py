@@ -40,12 +40,10 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from streamlstm.demo import run_layers_demo
+    from streamlstm.demo import run_forecast_demo, run_layers_demo
 
     run_layers_demo()
     if not args.layers:
-        from streamlstm.demo_forecast import run_forecast_demo
-
         print()
         run_forecast_demo(args.out, size=args.size)
     return 0

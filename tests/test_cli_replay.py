@@ -13,7 +13,7 @@ import torch
 
 import streamlstm as sl
 from streamlstm.cli import main
-from streamlstm.demo_forecast import make_dataset
+from streamlstm.demo.data import make_dataset
 
 ARGS = ["--key", "sensor", "--time", "time", "--batch-rows", "1000", "--quiet"]
 

@@ -15,8 +15,11 @@ from streamlstm.layers.fused import fused_lstm
 from streamlstm.layers.lstm_cell import LSTMCell
 from streamlstm.layers.rnn import RNN
 from streamlstm.layers.rnn_loop import run_loop
+from streamlstm.layers.serialization import register
 
 __all__ = ["LSTM", "force_generic"]
+
+register(LSTMCell)   # TODO(issue 10): a @register decorator on the class, in lstm_cell.py
 
 _PROJECTION_BLOCK = 32   # time steps projected at once by the generic path
 _FORCE_GENERIC = contextvars.ContextVar("streamlstm_force_generic", default=False)
@@ -34,6 +37,7 @@ def force_generic() -> Iterator[None]:
         _FORCE_GENERIC.reset(token)
 
 
+@register
 class LSTM(RNN):
     """Long Short-Term Memory layer, with the arguments and numbers of ``tf.keras.layers.LSTM``.
 

@@ -12,6 +12,7 @@ from streamlstm.layers.base import Layer
 from streamlstm.layers.cells import build_cell, cell_caller, check_cell, initial_states, state_sizes
 from streamlstm.layers.inputs import as_tensor, sequence_inputs, sequence_mask
 from streamlstm.layers.rnn_loop import run_loop
+from streamlstm.layers.serialization import deserialize, register
 from streamlstm.layers.stacked_rnn_cells import StackedRNNCells
 
 __all__ = ["RNN"]
@@ -20,6 +21,7 @@ _RNN_FLAGS = ("return_sequences", "return_state", "go_backwards", "stateful", "u
               "zero_output_for_mask")
 
 
+@register
 class RNN(Layer):
     """Base class for recurrent layers, with the arguments and numbers of ``tf.keras.layers.RNN``.
 
@@ -259,8 +261,6 @@ class RNN(Layer):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RNN:
         """Inverse of ``get_config``: the cell may be given in its serialized form."""
-        from streamlstm.layers.serialization import deserialize  # that module imports this one
-
         config = dict(config)
         if isinstance(config.get("cell"), dict):
             config["cell"] = deserialize(config["cell"])

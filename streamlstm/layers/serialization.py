@@ -2,26 +2,45 @@
 
 ``serialize(layer)`` / ``deserialize(data)`` round-trip every streamlstm layer (weights excluded; they
 travel as tensors, see ``streamlstm.save_model``).
+
+The layer classes register themselves with :func:`register` where they are defined, so this module
+imports none of them and every layer module may import it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from streamlstm.errors import ConfigError
-from streamlstm.layers.lstm import LSTM
-from streamlstm.layers.lstm_cell import LSTMCell
-from streamlstm.layers.rnn import RNN
-from streamlstm.layers.stacked_rnn_cells import StackedRNNCells
 
-__all__ = ["deserialize", "serialize"]
+__all__ = ["deserialize", "register", "serialize"]
 
-_CLASSES: dict[str, type] = {cls.__name__: cls for cls in (LSTM, LSTMCell, RNN, StackedRNNCells)}
+_T = TypeVar("_T", bound=type)
+_CLASSES: dict[str, type] = {}   # class name (the Keras "class_name") -> class
+
+
+def register(cls: _T) -> _T:
+    """Class decorator: ``serialize``/``deserialize`` know ``cls`` by its ``__name__``.
+
+    Registering the same class again (or a reloaded copy of it) is harmless; another class under a name
+    taken already is an error.
+    """
+    name = cls.__name__
+    known = _CLASSES.get(name)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ConfigError(f"layer class name {name!r} is registered already, by "
+                          f"{known.__module__}.{known.__qualname__}")
+    _CLASSES[name] = cls
+    return cls
+
+
+def _supported() -> str:
+    return ", ".join(sorted(_CLASSES))
 
 
 def serialize(layer: Any) -> dict[str, Any]:
     if type(layer).__name__ not in _CLASSES:
-        raise ConfigError(f"cannot serialize {type(layer).__name__}; supported: {', '.join(sorted(_CLASSES))}")
+        raise ConfigError(f"cannot serialize {type(layer).__name__}; supported: {_supported()}")
     return {"class_name": type(layer).__name__, "config": layer.get_config()}
 
 
@@ -29,5 +48,5 @@ def deserialize(data: dict[str, Any]) -> Any:
     """Build a layer (unbuilt: no weights yet) from ``serialize``'s output."""
     name = data.get("class_name") if isinstance(data, dict) else None
     if name not in _CLASSES:
-        raise ConfigError(f"unknown layer class {name!r}; supported: {', '.join(sorted(_CLASSES))}")
+        raise ConfigError(f"unknown layer class {name!r}; supported: {_supported()}")
     return _CLASSES[name].from_config(dict(data.get("config") or {}))

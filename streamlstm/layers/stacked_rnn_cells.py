@@ -9,10 +9,12 @@ import torch
 from streamlstm.errors import ArgumentTypeError, ShapeError
 from streamlstm.layers.base import Layer
 from streamlstm.layers.cells import build_cell, cell_caller, check_cell, initial_states, output_size, state_sizes
+from streamlstm.layers.serialization import deserialize, register
 
 __all__ = ["StackedRNNCells"]
 
 
+@register
 class StackedRNNCells(Layer):
     """Wrapper allowing a stack of RNN cells to behave as a single cell (``tf.keras.layers.StackedRNNCells``).
 
@@ -86,8 +88,6 @@ class StackedRNNCells(Layer):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> StackedRNNCells:
         """Inverse of ``get_config``: cells may be given in their serialized form."""
-        from streamlstm.layers.serialization import deserialize  # that module imports this one
-
         return cls([deserialize(c) if isinstance(c, dict) else c for c in config["cells"]])
 
     def get_config(self) -> dict[str, Any]:

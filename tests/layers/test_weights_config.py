@@ -10,7 +10,7 @@ import torch
 from layer_helpers import assert_all_close, make_lstm, random_weights
 
 import streamlstm as sl
-from streamlstm.layers import constraints, deserialize, initializers, regularizers, serialize
+from streamlstm.layers import constraints, deserialize, initializers, regularizers, serialization, serialize
 
 
 @pytest.mark.parametrize("layer_factory", [lambda **k: sl.LSTM(4, **k), lambda **k: sl.RNN(sl.LSTMCell(4, **k))])
@@ -165,6 +165,18 @@ def test_deserialize_unknown_class() -> None:
         deserialize({"class_name": "GRU", "config": {}})
     with pytest.raises(sl.errors.ConfigError, match="cannot serialize Linear"):
         serialize(torch.nn.Linear(2, 2))
+
+
+def test_layer_classes_register_themselves_by_name() -> None:
+    for cls in (sl.LSTM, sl.LSTMCell, sl.RNN, sl.StackedRNNCells):
+        assert serialization.register(cls) is cls   # again: harmless
+
+    class LSTM(torch.nn.Module):
+        pass
+
+    with pytest.raises(sl.errors.ConfigError, match="'LSTM' is registered already, by streamlstm.layers.lstm.LSTM"):
+        serialization.register(LSTM)
+    assert type(deserialize(serialize(sl.LSTM(2)))) is sl.LSTM
 
 
 def test_repr_shows_non_default_settings() -> None:

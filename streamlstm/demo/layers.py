@@ -1,4 +1,4 @@
-"""``streamlstm demo``: a short showcase of the layers, with shapes and timings."""
+"""``streamlstm demo``, part one: a short showcase of the layers, with shapes and timings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from streamlstm.layers import LSTM, RNN, LSTMCell
+from streamlstm.layers import LSTM, RNN, LSTMCell, force_generic
 
 
 def _timed(fn: Callable[[], object], repeats: int = 20) -> tuple[object, float]:
@@ -58,8 +58,6 @@ def run_layers_demo(print_fn: Callable[[str], None] = print) -> None:
         print_fn(f"{name:<{width}}  {_shapes(result):<{shape_width}}  {ms:7.3f}")
     with torch.no_grad():
         fused = lstm(inputs, mask=mask)
-        from streamlstm.layers import force_generic
-
         with force_generic():
             generic = lstm(inputs, mask=mask)
     print_fn(f"\nfused vs generic loop, max |difference|: {float((fused - generic).abs().max()):.2e}")

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from streamlstm.demo_forecast import STEPS_PER_DAY
+from streamlstm.demo.data import STEPS_PER_DAY, Dataset
 
 _COLORS = {"reading": "#3b3b3b", "forecast": "#1f77b4", "anomaly": "#d62728", "outage": "#f2c57c"}
 
 
-def _pick_sensors(data: Any, window: np.ndarray, count: int) -> list[int]:
+def _pick_sensors(data: Dataset, window: np.ndarray, count: int) -> list[int]:
     """Sensors whose window shows an anomaly and an outage first, then anomalies, then any."""
     anomalies = np.bincount(data.sensor[window & data.anomaly], minlength=data.sensors)
     rows = np.bincount(data.sensor[window], minlength=data.sensors)
@@ -21,7 +21,7 @@ def _pick_sensors(data: Any, window: np.ndarray, count: int) -> list[int]:
     return sorted(np.argsort(-rank, kind="stable")[:count].tolist())
 
 
-def plot_forecasts(data: Any, forecast: np.ndarray, path: str | Path, *, train_fraction: float,
+def plot_forecasts(data: Dataset, forecast: np.ndarray, path: str | Path, *, train_fraction: float,
                    count: int = 4) -> bool:
     """Write the PNG; False (nothing written) where matplotlib is not installed."""
     try:
@@ -63,7 +63,7 @@ def _broken(values: np.ndarray, breaks: np.ndarray) -> np.ndarray:
     return np.insert(values.astype(float), breaks + 1, np.nan)
 
 
-def _plot_sensor(ax: Any, data: Any, forecast: np.ndarray, sensor: int, show_from: int) -> None:
+def _plot_sensor(ax: Any, data: Dataset, forecast: np.ndarray, sensor: int, show_from: int) -> None:
     rows = np.flatnonzero((data.sensor == sensor) & (data.step >= show_from))
     steps, values = data.step[rows], data.value[rows]
     # Break the lines across outages and shade them.
