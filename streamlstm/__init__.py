@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlstm.flight as flight
 from streamlstm import errors, layers
 from streamlstm.errors import StreamLSTMError
-from streamlstm.io import load_model, save_model
+from streamlstm.io import load_model, load_runtime, save_model, save_runtime
 from streamlstm.io.replay import ReplaySummary, replay, replay_table, replay_to_file
 from streamlstm.keras_import import load_keras, save_keras
 from streamlstm.layers import LSTM, RNN, LSTMCell, StackedRNNCells
@@ -29,12 +29,14 @@ __all__ = [
     "layers",
     "load_keras",
     "load_model",
+    "load_runtime",
     "notebook",
     "replay",
     "replay_table",
     "replay_to_file",
     "save_keras",
     "save_model",
+    "save_runtime",
 ]
 
 

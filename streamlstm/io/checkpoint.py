@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlstm.errors import CheckpointError
+from streamlstm.io.runtime_file import save_runtime
 from streamlstm.io.sinks import PartSink, fsync_dir
 
 __all__ = ["Checkpoint", "CheckpointRecord", "FORMAT_VERSION"]
@@ -140,7 +141,7 @@ class Checkpoint:
         record counts must already be durable (the sink's ``sync``)."""
         sequence = record.batches
         state = f"runtime-{sequence:06d}.state"
-        runtime.save(self.directory / state)
+        save_runtime(runtime, self.directory / state)
         _fsync(self.directory / state)
         previous, record.runtime = record.runtime, state
         record.run = self.run

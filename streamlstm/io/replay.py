@@ -38,8 +38,10 @@ import torch
 
 from streamlstm.errors import ConfigError, KerasImportError, SourceError, StreamLSTMError
 from streamlstm.io.checkpoint import Checkpoint, CheckpointRecord
+from streamlstm.io.runtime_file import load_runtime
 from streamlstm.io.sinks import FileSink, ResumableArrowSink, output_format
 from streamlstm.io.sources import Source, open_source
+from streamlstm.runtime import StreamRuntime
 
 __all__ = ["DEFAULT_BATCH_ROWS", "ReplaySummary", "replay", "replay_table", "replay_to_file"]
 
@@ -97,8 +99,6 @@ class _Replay:
                  mask: str | None = None, reset: str | None = None, end: str | None = None,
                  time: str | None = None, mode: str = "auto", batch_rows: int = DEFAULT_BATCH_ROWS,
                  device: Any = None, progress: bool | None = None) -> None:
-        from streamlstm.runtime import StreamRuntime
-
         if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
             raise ConfigError(f"`batch_rows` must be a positive integer, got {batch_rows!r}")
         self.source: Source = open_source(source)
@@ -233,15 +233,13 @@ def _write_direct(job: _Replay, out: Path, fmt: str) -> int:
 
 
 def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoint, every: int) -> tuple[int, int]:
-    from streamlstm.runtime import StreamRuntime
-
     sink = ResumableArrowSink(out) if fmt == "arrow" else checkpoint.parts
     try:
         record = checkpoint.open()
         if record is None:
             record, resumed_at = CheckpointRecord(), 0
         else:
-            job.runtime = StreamRuntime.load(checkpoint.state_path(record), device=job.device)
+            job.runtime = load_runtime(checkpoint.state_path(record), device=job.device)
             resumed_at = record.input_rows
         sink.resume(record.output_rows, record.parts)
         if not record.done:

@@ -56,6 +56,11 @@ class Layer(torch.nn.Module):
         self.built = False
 
     # -- weights --------------------------------------------------------------------------------
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype this layer's weights have, or will have once built."""
+        return self._factory["dtype"] or torch.get_default_dtype()
+
     def weight_list(self) -> list[tuple[str, torch.nn.Parameter]]:
         """``(name, parameter)`` in Keras ``get_weights()`` order; empty before build."""
         return []

@@ -19,8 +19,6 @@ from streamlstm.layers.serialization import register
 
 __all__ = ["LSTM", "force_generic"]
 
-register(LSTMCell)   # TODO(issue 10): a @register decorator on the class, in lstm_cell.py
-
 _PROJECTION_BLOCK = 32   # time steps projected at once by the generic path
 _FORCE_GENERIC = contextvars.ContextVar("streamlstm_force_generic", default=False)
 _CELL_ARGS = [name for name in inspect.signature(LSTMCell.__init__).parameters

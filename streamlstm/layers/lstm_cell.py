@@ -24,6 +24,7 @@ from streamlstm.layers import activations, constraints, initializers, regularize
 from streamlstm.layers.base import Layer, check_positive_int, check_rate
 from streamlstm.layers.dropout import DropoutMasks, SeededGenerators
 from streamlstm.layers.kernels import gates, native_cell, standard_gates_
+from streamlstm.layers.serialization import register
 
 __all__ = ["LSTMCell"]
 
@@ -31,6 +32,12 @@ _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 SMALL_BATCH = 64   # up to this many rows one native dispatch beats in-place gate math (many small ops)
 
 
+def _version(tensor: torch.Tensor) -> int | None:
+    """How many in-place changes ``tensor`` has seen (None for inference tensors, which do not count)."""
+    return None if tensor.is_inference() else tensor._version  # noqa: SLF001 (torch's in-place counter)
+
+
+@register
 class LSTMCell(Layer):
     """Cell class for the LSTM layer, with the arguments and numbers of ``tf.keras.layers.LSTMCell``.
 
@@ -224,7 +231,7 @@ class LSTMCell(Layer):
         """``(kernel.T, recurrent_kernel.T)`` made contiguous (torch's layout, which the native cell reads
         fastest), detached, cached until the weights change (in-place updates bump ``_version``)."""
         kernel, recurrent = self.kernel, self.recurrent_kernel
-        stamp = (kernel._version, recurrent._version, kernel.data_ptr(), recurrent.data_ptr())
+        stamp = (_version(kernel), _version(recurrent), kernel.data_ptr(), recurrent.data_ptr())
         cached = self.__dict__.get("_torch_layout")
         if cached is None or cached[0] != stamp:
             cached = (stamp, kernel.detach().T.contiguous(), recurrent.detach().T.contiguous())

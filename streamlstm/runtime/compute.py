@@ -7,9 +7,9 @@ so a failure anywhere leaves every carry as it was (the runtime commits afterwar
   mask (padding and the user's mask), run through the layer's validated loop
   (``RNN.run_sequences``, which takes the fused kernel for LSTMs), the stream's previous output being
   the loop's ``initial_output``.
-- **step**: round ``r`` takes the r-th row of every segment long enough, runs one batched cell step
-  per cell, and writes the carries back into the working tensors; it can also record every row's
-  ``[h, c]``.
+- **step**: round ``r`` takes the r-th row of every segment long enough (segments sorted longest
+  first, so these are a prefix), runs one batched cell step per cell (:meth:`LSTMCell.step`); it can
+  also record every row's ``[h, c]``. Tiny batches take it whatever the mode (see the runtime).
 
 Masked steps follow Keras: carries unchanged, output = previous output (``h`` when the stream has had
 a real step, else zeros; zeros with ``zero_output_for_mask``).
@@ -22,11 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from streamlstm.layers.lstm_cell import LSTMCell
 from streamlstm.runtime.model_plan import RecurrentStage
-from streamlstm.runtime.segments import RowPlan
+from streamlstm.runtime.segments import RowPlan, StepLayout
 
-__all__ = ["StageResult", "run_stage_chunk", "run_stage_step", "lstm_step"]
+__all__ = ["StageResult", "run_stage_chunk", "run_stage_step"]
 
 
 @dataclass
@@ -35,22 +34,6 @@ class StageResult:
     final: list[torch.Tensor]                # flat states [segments, size]
     has_output: torch.Tensor | None          # [segments] bool; None: all True (no mask in the batch)
     row_states: list[torch.Tensor] | None = None   # flat states after each row, processing order
-
-
-def lstm_step(cell: LSTMCell, standard: bool, z_x: torch.Tensor, h: torch.Tensor,
-              c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step from projected inputs ``z_x`` [m, 4u] (consumed: it may be overwritten)."""
-    if not standard:
-        h_new, (_, c_new) = cell.recurrent_step(z_x, [h, c], False)
-        return h_new, c_new
-    z = z_x.addmm_(h, cell.recurrent_kernel)
-    u = cell.units
-    z[:, :2 * u].sigmoid_()
-    z[:, 2 * u:3 * u].tanh_()
-    z[:, 3 * u:].sigmoid_()
-    i, f, g, o = z.split(u, dim=1)
-    c_new = torch.addcmul(f * c, i, g)
-    return o * torch.tanh(c_new), c_new
 
 
 def _pad_index(plan: RowPlan, device: torch.device) -> torch.Tensor | None:
@@ -97,14 +80,13 @@ def run_stage_chunk(stage: RecurrentStage, x: torch.Tensor, plan: RowPlan, state
     return StageResult(out, list(final), new_has)
 
 
-def _cells_step(stage: RecurrentStage, z_first: torch.Tensor, states: list[torch.Tensor],
+def _cells_step(stage: RecurrentStage, x: torch.Tensor, states: list[torch.Tensor],
                 mask: torch.Tensor | None) -> list[torch.Tensor]:
-    """One step of every cell of the stage; masked rows keep their states."""
-    new_states, inputs = [], None
+    """One step of every cell of the stage (:meth:`LSTMCell.step`); masked rows keep their states."""
+    new_states, inputs = [], x
     for j, cell in enumerate(stage.cells):
         h, c = states[2 * j], states[2 * j + 1]
-        z_x = z_first if j == 0 else cell.project_inputs(inputs, False)
-        h_new, c_new = lstm_step(cell, stage.standard(cell), z_x, h, c)
+        h_new, c_new = cell.step(inputs, h, c)
         if mask is not None:
             keep = mask[:, None]
             h_new, c_new = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
@@ -113,36 +95,45 @@ def _cells_step(stage: RecurrentStage, z_first: torch.Tensor, states: list[torch
     return new_states
 
 
-def run_stage_step(stage: RecurrentStage, x: torch.Tensor, plan: RowPlan, states: list[torch.Tensor],
-                   has: torch.Tensor, mask: torch.Tensor | None, record: bool = False) -> StageResult:
-    """Step mode for one recurrent stage (same arguments as :func:`run_stage_chunk`)."""
-    z_all = stage.cells[0].project_inputs(x, False)   # one GEMM for every row's input projection
-    if plan.max_len == 1:  # one round over every row, in processing order: no gathers
-        new = _cells_step(stage, z_all, states, mask)
+def run_stage_step(stage: RecurrentStage, x: torch.Tensor, layout: StepLayout, states: list[torch.Tensor],
+                   has: torch.Tensor | None, mask: torch.Tensor | None, record: bool = False) -> StageResult:
+    """Step mode for one recurrent stage: ``x`` [n, F] and ``mask`` [n] in packed order, ``states`` and
+    ``has`` per segment in sorted order (see :class:`~streamlstm.runtime.segments.StepLayout`).
+
+    Round ``r`` runs the first ``rounds[r]`` segments one step: every read and write is a prefix, so
+    a round costs one kernel call per cell. Returns outputs (and recorded states) in packed order and
+    the final states in sorted segment order."""
+    rounds = layout.rounds
+    if len(rounds) == 1:
+        new = _cells_step(stage, x, states, mask)
         out = _round_output(stage, new[-2], states[-2], has, mask)
-        new_has = None if mask is None else has | mask
-        return StageResult(out, new, new_has, list(new) if record else None)
-    work = [s.clone() for s in states]
-    has = None if has is None else has.clone()
-    out = x.new_empty(plan.num_rows, stage.units)
-    rows_states = [x.new_empty(plan.num_rows, s.shape[1]) for s in states] if record else None
-    for r in range(plan.max_len):
-        active_np = np.flatnonzero(plan.seg_len > r)
-        active = torch.as_tensor(active_np, device=x.device)
-        rows = torch.as_tensor(plan.seg_first[active_np] + r, device=x.device)
-        current = [w.index_select(0, active) for w in work]
-        m = None if mask is None else mask.index_select(0, rows)
-        active_has = None if has is None else has.index_select(0, active)
-        new = _cells_step(stage, z_all.index_select(0, rows), current, m)
-        out.index_copy_(0, rows, _round_output(stage, new[-2], current[-2], active_has, m))
-        for w, value in zip(work, new):
-            w.index_copy_(0, active, value)
+        return StageResult(out, new, None if mask is None else has | mask, list(new) if record else None)
+    work, outputs, offset = states, [], 0
+    finals: list[list[torch.Tensor]] = [[] for _ in states]
+    has_finals: list[torch.Tensor] = []
+    recorded: list[list[torch.Tensor]] = [[] for _ in states]
+    for r, count in enumerate(rounds):
+        later = rounds[r + 1] if r + 1 < len(rounds) else 0
+        current = [w[:count] for w in work]
+        m = None if mask is None else mask[offset:offset + count]
+        current_has = None if has is None else has[:count]
+        work = _cells_step(stage, x[offset:offset + count], current, m)
+        outputs.append(_round_output(stage, work[-2], current[-2], current_has, m))
         if m is not None:
-            has.index_copy_(0, active, active_has | m)
-        if rows_states is not None:
-            for buffer, value in zip(rows_states, new):
-                buffer.index_copy_(0, rows, value)
-    return StageResult(out, work, has, rows_states)
+            has = current_has | m
+        if count > later:   # sorted segments later .. count - 1 have their last row in this round
+            for pieces, value in zip(finals, work):
+                pieces.append(value[later:count])
+            if has is not None:
+                has_finals.append(has[later:count])
+        if record:
+            for pieces, value in zip(recorded, work):
+                pieces.append(value)
+        offset += count
+    final = [torch.cat(pieces[::-1]) for pieces in finals]
+    final_has = torch.cat(has_finals[::-1]) if has_finals else None
+    return StageResult(torch.cat(outputs), final, final_has,
+                       [torch.cat(pieces) for pieces in recorded] if record else None)
 
 
 def _round_output(stage: RecurrentStage, h_new: torch.Tensor, h_old: torch.Tensor, has: torch.Tensor,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from streamlstm.errors import ArgumentTypeError, ConfigError
-from streamlstm.runtime.state_table import StateTable
+from streamlstm.runtime.store import StreamStore
 
 __all__ = ["Eviction"]
 
@@ -57,7 +57,7 @@ class Eviction:
             return datetime.timedelta(seconds=self.ttl_seconds)
         return self.ttl_batches
 
-    def victims(self, table: StateTable, batches: int) -> tuple[np.ndarray, dict[str, int]]:
+    def victims(self, table: StreamStore, batches: int) -> tuple[np.ndarray, dict[str, int]]:
         """Slots to evict now, and how many for each reason ("ttl", "max_streams")."""
         parts, reasons = [], {}
         if self.ttl_batches is not None or self.ttl_seconds is not None:
@@ -77,7 +77,7 @@ class Eviction:
         victims = np.concatenate(parts) if parts else np.empty(0, np.int64)
         return victims, reasons
 
-    def _expired(self, table: StateTable, batches: int) -> np.ndarray:
+    def _expired(self, table: StreamStore, batches: int) -> np.ndarray:
         now = float(batches) if self.ttl_batches is not None else self.clock()
         if now < self._next_due:
             return np.empty(0, np.int64)

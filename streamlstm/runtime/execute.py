@@ -1,7 +1,8 @@
-"""One batch through the model: gather carries, run every stage, then commit (a separate step).
+"""One batch through the model: gather carries, run every stage. Reads the store, writes nothing.
 
-:func:`execute` reads the state table and returns new tensors only; :func:`commit` is the single place
-that writes carries, after everything else succeeded.
+:func:`execute` returns new tensors only; the runtime then hands them to
+:meth:`StreamStore.commit <streamlstm.runtime.store.StreamStore.commit>`, the single writer, after
+everything else succeeded (so a failure anywhere leaves every carry as it was).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import torch
 
 from streamlstm.runtime.compute import run_stage_chunk, run_stage_step
 from streamlstm.runtime.model_plan import MaskingStage, ModelPlan, RecurrentStage
-from streamlstm.runtime.segments import RowPlan
-from streamlstm.runtime.state_table import StateTable
+from streamlstm.runtime.segments import RowPlan, step_layout
+from streamlstm.runtime.store import StreamStore
 
-__all__ = ["Outcome", "commit", "execute"]
+__all__ = ["Outcome", "execute"]
 
 
 @dataclass
@@ -37,37 +38,6 @@ def _unpermute(values: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
     return torch.empty_like(values).index_copy_(0, perm, values)
 
 
-def contiguous_start(slots: np.ndarray) -> int | None:
-    """``slots[0]`` when ``slots`` is exactly ``slots[0], slots[0] + 1, ...``: gather and commit are then
-    slices (a fleet fed in the same order every batch), else None."""
-    n = len(slots)
-    if n == 0 or slots[0] < 0 or slots[-1] - slots[0] != n - 1:
-        return None
-    return int(slots[0]) if n == 1 or bool((np.diff(slots) == 1).all()) else None
-
-
-def _gather(table: StateTable, number: int, rows: RowPlan, key_slots: np.ndarray, device: torch.device,
-            need_has: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Initial carries per segment: the stored ones where a segment continues its stream, else zeros.
-
-    The results may be views of the slabs: compute never writes its inputs in place."""
-    seg_slots = key_slots[rows.seg_key] if rows.proc_rows is not None else key_slots
-    carry = rows.seg_carry & (seg_slots >= 0)
-    start = contiguous_start(seg_slots) if rows.proc_rows is None and carry.all() else None
-    if start is not None:
-        n = len(seg_slots)
-        has = table.has_output[number].narrow(0, start, n) if need_has else None
-        return [slab.narrow(0, start, n) for slab in table.slabs[number]], has
-    gather = _index(np.where(carry, seg_slots, 0), device)
-    states = [slab.index_select(0, gather) for slab in table.slabs[number]]
-    has = table.has_output[number].index_select(0, gather) if need_has else None
-    if not carry.all():
-        fill = torch.as_tensor(~carry, device=device)[:, None]
-        states = [s.masked_fill_(fill, 0) for s in states]
-        has = None if has is None else has & ~fill[:, 0]
-    return states, has
-
-
 def _masking(stage: MaskingStage, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
     """The mask column (None: all real) combined with a Masking stage's rule on ``h``."""
     real = stage.compute_mask(h)
@@ -77,11 +47,64 @@ def _masking(stage: MaskingStage, h: torch.Tensor, mask: torch.Tensor | None) ->
     return None if real.device.type == "cpu" and bool(real.all()) else real
 
 
-def execute(plan: ModelPlan, table: StateTable, row_plans: dict[bool, RowPlan], key_slots: np.ndarray,
-            x: torch.Tensor, mask: torch.Tensor | None, mode: str, record: bool = False) -> Outcome:
-    """Run the batch; ``row_plans[go_backwards]`` lays out the rows for the layers of that direction
-    and ``key_slots`` [keys] holds each key's slot or -1 for a new key."""
-    device = x.device
+def _segment_slots(rows: RowPlan, key_slots: np.ndarray, order: np.ndarray | None) -> tuple[np.ndarray,
+                                                                                              np.ndarray | None]:
+    """Per segment (in ``order``): the slot its carries come from, and whether it carries them (None:
+    every segment does)."""
+    seg_slots = key_slots[rows.seg_key] if rows.proc_rows is not None else key_slots
+    carry = rows.seg_carry & (seg_slots >= 0)
+    if order is not None:
+        seg_slots, carry = seg_slots[order], carry[order]
+    return seg_slots, None if carry.all() else carry
+
+
+def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch.device):
+    """Where a stage's segments read their carries and how its rows are ordered: (seg_slots, carry,
+    perm, final_of_key, step layout)."""
+    layout = step_layout(rows) if step else None
+    seg_slots, carry = _segment_slots(rows, key_slots, None if layout is None else layout.seg_order)
+    if step:
+        perm = None if layout.rows is None else _index(layout.rows, device)
+        final_of_key = layout.key_final
+    else:
+        keep_order = rows.layout in ("identity", "time_major")
+        perm = None if keep_order else _index(rows.proc_rows, device)
+        final_of_key = rows.key_last_seg if rows.proc_rows is not None else None
+    final_of_key = None if final_of_key is None else _index(final_of_key, device)
+    return seg_slots, carry, perm, final_of_key, layout
+
+
+def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: RowPlan, key_slots: np.ndarray,
+               h: torch.Tensor, mask: torch.Tensor | None, step: bool, record: bool, memo: dict):
+    """One recurrent stage in input row order: (outputs, finals per key, has per key, row states)."""
+    device = h.device
+    arrangement = memo.get((stage.go_backwards, step))
+    if arrangement is None:
+        arrangement = memo[(stage.go_backwards, step)] = _arrangement(rows, key_slots, step, device)
+    seg_slots, carry, perm, final_of_key, layout = arrangement
+    states, has = store.gather(number, seg_slots, carry, mask is not None)
+    h_p = h if perm is None else h.index_select(0, perm)
+    m_p = mask if perm is None or mask is None else mask.index_select(0, perm)
+    if step:
+        result = run_stage_step(stage, h_p, layout, states, has, m_p, record=record)
+    else:
+        result = run_stage_chunk(stage, h_p, rows, states, has, m_p)
+    finals, has_out = result.final, result.has_output
+    if final_of_key is not None:
+        finals = [f.index_select(0, final_of_key) for f in finals]
+        has_out = None if has_out is None else has_out.index_select(0, final_of_key)
+    row_states = [_unpermute(s, perm) for s in result.row_states] if record else None
+    return _unpermute(result.outputs, perm), finals, has_out, row_states
+
+
+def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan], key_slots: np.ndarray,
+            x: torch.Tensor, mask: torch.Tensor | None, step: bool, record: bool = False,
+            memo: dict | None = None) -> Outcome:
+    """Run the batch; ``row_plans[go_backwards]`` lays out the rows for the layers of that direction,
+    ``key_slots`` [keys] holds each key's slot or -1 for a new key, ``step`` picks step mode (else
+    chunk mode); ``record`` keeps every row's states (step mode). ``memo`` keeps what is derived from
+    the row plans and slots for the next batch with the same ones."""
+    memo = {} if memo is None else memo
     h = x
     finals, has_out, row_states = [], [], []
     for stage in plan.stages:
@@ -91,63 +114,10 @@ def execute(plan: ModelPlan, table: StateTable, row_plans: dict[bool, RowPlan], 
             h = stage(h)
             continue
         rows = row_plans[stage.go_backwards]
-        states, has = _gather(table, len(finals), rows, key_slots, device, mask is not None)
-        step = mode == "step" or record
-        keep_order = rows.layout == "identity" or (rows.layout == "time_major" and not step)
-        perm = None if keep_order else _index(rows.proc_rows, device)
-        h_p = h if perm is None else h.index_select(0, perm)
-        m_p = mask if perm is None or mask is None else mask.index_select(0, perm)
-        if step:
-            result = run_stage_step(stage, h_p, rows, states, has, m_p, record=record)
-        else:
-            result = run_stage_chunk(stage, h_p, rows, states, has, m_p)
-        h = _unpermute(result.outputs, perm)
-        if rows.proc_rows is None:   # one segment per key, in key order
-            finals.append(result.final)
-            has_out.append(result.has_output)
-        else:
-            last = _index(rows.key_last_seg, device)
-            finals.append([f.index_select(0, last) for f in result.final])
-            has = result.has_output
-            has_out.append(None if has is None else has.index_select(0, last))
+        h, stage_finals, stage_has, states = _run_stage(stage, len(finals), store, rows, key_slots, h, mask,
+                                                        step or record, record, memo)
+        finals.append(stage_finals)
+        has_out.append(stage_has)
         if record:
-            row_states += [_unpermute(s, perm) for s in result.row_states]
+            row_states += states
     return Outcome(h, finals, has_out, row_states if record else None)
-
-
-def commit(table: StateTable, outcome: Outcome, key_slots: np.ndarray, released: np.ndarray) -> np.ndarray:
-    """Write the final carries of every kept key; returns the slots per key (-1 where released).
-
-    New keys get slots here (the table may grow); released keys that held a slot are freed by the
-    caller, together with their key map entries.
-    """
-    keep = ~released
-    slots = key_slots.copy()
-    new = keep & (key_slots < 0)
-    if new.any():
-        slots[new] = table.allocate(int(new.sum()))
-    slots[released] = -1
-    all_kept = bool(keep.all())
-    start = contiguous_start(slots) if all_kept else None
-    target = None if start is not None else _index(slots if all_kept else slots[keep], table.device)
-    chosen = None if all_kept else _index(np.flatnonzero(keep), table.device)
-
-    def put(destination: torch.Tensor, values: torch.Tensor | None) -> None:
-        if values is None:   # has_output: every kept stream had a real step
-            if start is not None:
-                destination.narrow(0, start, len(slots)).fill_(True)
-            else:
-                destination.index_fill_(0, target, True)
-            return
-        values = values if chosen is None else values.index_select(0, chosen)
-        if start is not None:
-            destination.narrow(0, start, len(slots)).copy_(values)
-        else:
-            destination.index_copy_(0, target, values)
-
-    with torch.no_grad():
-        for stage, finals in enumerate(outcome.finals):
-            for slab, final in zip(table.slabs[stage], finals):
-                put(slab, final)
-            put(table.has_output[stage], outcome.has_output[stage])
-    return slots

@@ -62,7 +62,7 @@ import pyarrow.compute as pc
 
 from streamlstm.errors import ArgumentTypeError, ConfigError, SchemaError, StreamError
 
-__all__ = ["key_group", "stable_hash"]
+__all__ = ["key_group", "key_group_of_hashes", "stable_hash"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -275,5 +275,11 @@ def key_group(keys: Any, groups: int = 128) -> Any:
     if not 1 <= groups < _MAX_GROUPS:
         raise ConfigError(f"`groups` must be an integer between 1 and 2**31 - 1, got {groups}")
     hashes, scalar = _hashes(keys)
-    result = (hashes % np.uint64(groups)).astype(np.int64)
+    result = key_group_of_hashes(hashes, groups).astype(np.int64)
     return int(result[0]) if scalar else result
+
+
+def key_group_of_hashes(hashes: np.ndarray, groups: int) -> np.ndarray:
+    """``hashes % groups`` as int32, for hashes already computed with :func:`stable_hash` (the stream
+    runtime's key index hashes string keys anyway)."""
+    return (hashes % np.uint64(groups)).astype(np.int32)

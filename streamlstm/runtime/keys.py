@@ -1,14 +1,15 @@
 """Vectorized stream key -> slot lookup for integer and string keys.
 
 Integer keys live in two sorted numpy arrays (keys, slots) searched with ``np.searchsorted``. String
-keys are first hashed to 64 bits straight from the Arrow buffers (bytes times random per-position
-weights, summed with a prefix sum, then mixed), so they go through the same sorted-array lookup; every
+keys are first hashed to 64 bits with :func:`~streamlstm.runtime.key_groups.stable_hash` (vectorized
+over the Arrow buffers; the same hash gives each stream its key group), so they go through the same
+sorted-array lookup; every
 hit is verified against the stored key string, and the first hash collision ever seen switches the
 index to an exact ``dict`` (correct, slower). Dictionary-encoded keys are resolved through their
 dictionary. No step of a lookup loops over rows in Python.
 
 Besides the slot map the index keeps each slot's key (``slot_keys``) so that ``keys()``, eviction
-callbacks and ``save`` can name streams.
+callbacks and exports can name streams.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["KeyIndex", "Lookup"]
+from streamlstm.runtime.key_groups import stable_hash
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+__all__ = ["KeyIndex", "Lookup"]
 
 
 @dataclass
@@ -31,56 +32,17 @@ class Lookup:
 
     ``slots[row]`` is the stream's slot or -1 for a key not in the index; ``group[row]`` is equal for
     rows of the same key (the slot for known keys, ``-1 - j`` for the j-th new key); ``new_rows`` holds
-    one row per new key, in the order of ``j``; ``distinct`` says whether every row has its own key.
+    one row per new key, in the order of ``j``; ``distinct`` says whether every row has its own key;
+    ``hashes`` holds each row's :func:`~streamlstm.runtime.key_groups.stable_hash` for string keys.
     """
 
     slots: np.ndarray
     group: np.ndarray
     new_rows: np.ndarray
     distinct: bool
-    hashes: np.ndarray | None = None   # per row, string keys in hash mode
+    hashes: np.ndarray | None = None
 
-
-def _splitmix(values: np.ndarray) -> np.ndarray:
-    z = values + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-class _StringHasher:
-    """64-bit hashes of Arrow string arrays computed from the raw offsets and bytes."""
-
-    def __init__(self, seed: int = 0x5EED) -> None:
-        self._rng = np.random.default_rng(seed)
-        self._weights = self._rng.integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
-
-    def _ensure(self, length: int) -> None:
-        while len(self._weights) < length:
-            more = self._rng.integers(1, 2**63, size=len(self._weights), dtype=np.uint64) | np.uint64(1)
-            self._weights = np.concatenate([self._weights, more])
-
-    def __call__(self, strings: pa.Array) -> np.ndarray:
-        n = len(strings)
-        if n == 0:
-            return np.empty(0, np.uint64)
-        _, offsets_buf, data_buf = strings.buffers()
-        offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
-        raw = np.frombuffer(offsets_buf, dtype=offset_type)[strings.offset:strings.offset + n + 1]
-        base = int(raw[0])
-        offsets = raw.astype(np.int64) - base
-        total = int(offsets[-1])
-        lengths = np.diff(offsets)
-        if total:
-            data = np.frombuffer(data_buf, dtype=np.uint8)[base:base + total].astype(np.uint64)
-            self._ensure(int(lengths.max()))
-            position = np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1], lengths)
-            prefix = np.concatenate([[np.uint64(0)], np.cumsum(data * self._weights[position], dtype=np.uint64)])
-            sums = prefix[offsets[1:]] - prefix[offsets[:-1]]
-        else:
-            sums = np.zeros(n, np.uint64)
-        return _splitmix(sums ^ (lengths.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)))
-
+__all__ = ["KeyIndex", "Lookup"]
 
 def _plain_strings(keys: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(keys.type):
@@ -95,7 +57,6 @@ class KeyIndex:
         self.kind = kind
         self._sorted = np.empty(0, np.int64 if kind == "int" else np.uint64)
         self._sorted_slots = np.empty(0, np.int64)
-        self._hash = _StringHasher() if kind == "str" else None
         self._exact: dict[str, int] | None = None   # string mode after a hash collision
         self.slot_keys: np.ndarray = np.empty(0, np.int64 if kind == "int" else object)
         self._scratch = np.empty(0, np.int64)
@@ -110,10 +71,7 @@ class KeyIndex:
             return self._lookup_sorted(self._int_values(keys), None)
         if self._exact is not None:
             return self._lookup_exact(keys)
-        if pa.types.is_dictionary(keys.type):
-            hashes = self._hash(keys.dictionary)[keys.indices.to_numpy(zero_copy_only=False)]
-        else:
-            hashes = self._hash(keys)
+        hashes = stable_hash(keys)
         result = self._lookup_sorted(hashes, keys)
         if result is None:  # a collision: fall back to the exact map for good
             self._exact = {self.slot_keys[s]: int(s) for s in self._sorted_slots}
@@ -210,6 +168,9 @@ class KeyIndex:
         if not len(slots):
             return
         values = self.key_values(keys, rows)
+        if self.kind == "str" and lookup.hashes is None:   # resolved by an exact map elsewhere
+            self.insert_values(values, slots)
+            return
         self._grow_slot_keys(int(slots.max()) + 1)
         self.slot_keys[slots] = values
         if self._exact is not None:
@@ -229,7 +190,7 @@ class KeyIndex:
         if self.kind == "int":
             self._add_sorted(np.asarray(values, np.int64), new_slots)
             return
-        hashes = self._hash(pa.array(list(values), type=pa.large_string()))
+        hashes = stable_hash(pa.array(list(values), type=pa.large_string()))
         taken = set(self._sorted.tolist())
         if len(np.unique(hashes)) < len(hashes) or any(h in taken for h in hashes.tolist()):
             self._exact = {self.slot_keys[s]: int(s) for s in self._sorted_slots}
@@ -265,11 +226,26 @@ class KeyIndex:
         if self.kind == "str":
             self.slot_keys[slots] = None
 
+    def move(self, order: np.ndarray, capacity: int) -> None:
+        """Renumber slots after the slabs were compacted: old slot ``order[i]`` is now slot ``i``."""
+        mapping = np.full(max(len(self.slot_keys), 1), -1, np.int64)
+        mapping[order] = np.arange(len(order))
+        if self._exact is not None:
+            self._exact = {key: int(mapping[slot]) for key, slot in self._exact.items()}
+        else:
+            self._sorted_slots = mapping[self._sorted_slots]
+        moved = np.empty(capacity, self.slot_keys.dtype)
+        if self.kind == "int":
+            moved[:] = 0
+        moved[:len(order)] = self.slot_keys[order]
+        self.slot_keys = moved
+        self._scratch = np.empty(0, np.int64)
+
     def find(self, key: Any) -> int:
         """The slot of one Python key, or -1."""
         if self.kind == "int":
-            if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
-                return -1
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not -2**63 <= key < 2**63:
+                return -1   # not a key this index can hold: simply unknown
             array = pa.array([int(key)], pa.int64())
         else:
             if not isinstance(key, str):

@@ -35,7 +35,6 @@ import torch
 
 from streamlstm.errors import ArgumentTypeError, ConfigError
 from streamlstm.keras_import.modules import KerasMasking, KerasModel, not_streamable
-from streamlstm.layers import activations
 from streamlstm.layers.lstm_cell import LSTMCell
 from streamlstm.layers.rnn import RNN
 from streamlstm.layers.stacked_rnn_cells import StackedRNNCells
@@ -61,9 +60,11 @@ class RecurrentStage:
     def units(self) -> int:
         return self.cells[-1].units
 
-    def standard(self, cell: LSTMCell) -> bool:
-        """tanh/sigmoid: the step kernel may use in-place gate math."""
-        return activations.is_tanh(cell.activation) and activations.is_sigmoid(cell.recurrent_activation)
+    @property
+    def layers(self) -> str:
+        """How ``repr`` names this stage, e.g. ``LSTM(64, go_backwards)``."""
+        direction = ", go_backwards" if self.go_backwards else ""
+        return f"{type(self.layer).__name__}({', '.join(str(c.units) for c in self.cells)}{direction})"
 
 
 @dataclass
@@ -95,7 +96,7 @@ class ModelPlan:
     @property
     def dtype(self) -> torch.dtype:
         cell = self.recurrent[0].cells[0]
-        return cell.kernel.dtype if cell.built else (cell._factory["dtype"] or torch.get_default_dtype())
+        return cell.kernel.dtype if cell.built else cell.weight_dtype
 
     def ensure_built(self, input_dim: int, device: torch.device) -> None:
         """Build unbuilt layers for inputs of width ``input_dim`` and find the output width."""

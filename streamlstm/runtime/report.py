@@ -9,7 +9,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-__all__ = ["COUNTERS", "html", "output_batch", "python_key", "stats", "text"]
+from streamlstm.arrow import fixed_list
+
+__all__ = ["COUNTERS", "OutputBuilder", "html", "python_key", "summary", "text"]
 
 COUNTERS = ("rows", "batches", "streams_created", "streams_ended", "resets", "dropped_late", "evicted_ttl",
             "evicted_max_streams")
@@ -19,77 +21,59 @@ def python_key(value: Any) -> Any:
     return int(value) if isinstance(value, np.integer) else value
 
 
-def _fixed_list(values: np.ndarray, width: int, valid: np.ndarray | None = None) -> pa.Array:
-    flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
-    mask = None if valid is None else pa.array(~valid)
-    return pa.FixedSizeListArray.from_arrays(flat, width, mask=mask)
-
-
 def _host(tensor: torch.Tensor) -> np.ndarray:
-    tensor = tensor.detach()
-    if tensor.dtype != torch.float32:
-        tensor = tensor.to(torch.float32)
-    return tensor.cpu().numpy()
+    if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
+        tensor = tensor.to("cpu", torch.float32)
+    return tensor.detach().numpy()
 
 
-def output_batch(runtime: Any, full: Any, parsed: Any, outcome: Any, kept: np.ndarray | None) -> pa.RecordBatch:
-    """Key column, time column, ``output`` and optional state columns, one row per row of ``full``."""
-    columns = runtime.columns
-    names, arrays = [columns.key], [full.keys]
-    if columns.time is not None:
-        names.append(columns.time)
-        arrays.append(full.time_column)
-    width = runtime._plan.output_dim or 0
-    widths = [("output", width)]
-    values = [None if outcome is None else outcome.outputs]
-    if runtime.return_state:
-        for i, cell in enumerate(runtime._plan.cells):
-            widths += [(f"h_{i}", cell.units), (f"c_{i}", cell.units)]
-        values += list(outcome.row_states) if outcome is not None else [None] * (len(widths) - 1)
-    for (name, size), value in zip(widths, values):
-        names.append(name)
-        data = np.zeros((0, size), np.float32) if value is None else _host(value)
-        if kept is None and len(data) == full.num_rows:
-            arrays.append(_fixed_list(data, size))
-        else:
-            padded = np.zeros((full.num_rows, size), np.float32)
-            valid = np.zeros(full.num_rows, bool) if kept is None else kept
-            padded[valid] = data
-            arrays.append(_fixed_list(padded, size, valid))
-    return pa.RecordBatch.from_arrays(arrays, names=names)
+class OutputBuilder:
+    """Builds every output batch of a runtime: the key column, the time column when configured,
+    ``output`` and the optional ``h_<i>``/``c_<i>`` columns, one row per input row. The schema is a
+    function of the configuration and the input's column types only (cached per input schema)."""
+
+    def __init__(self, key: str, time: str | None, widths: list[tuple[str, int]]) -> None:
+        self.key, self.time, self.widths = key, time, widths
+        self._schemas: dict[tuple[pa.DataType, pa.DataType | None], pa.Schema] = {}
+
+    def _schema(self, key_type: pa.DataType, time_type: pa.DataType | None) -> pa.Schema:
+        schema = self._schemas.get((key_type, time_type))
+        if schema is None:
+            fields = [pa.field(self.key, key_type)]
+            if self.time is not None:
+                fields.append(pa.field(self.time, time_type))
+            fields += [pa.field(name, pa.list_(pa.float32(), size)) for name, size in self.widths]
+            schema = self._schemas[(key_type, time_type)] = pa.schema(fields)
+        return schema
+
+    def build(self, keys: pa.Array, time_column: pa.Array | None, values: list[torch.Tensor] | None,
+              kept: np.ndarray | None) -> pa.RecordBatch:
+        """``values``: per width, a tensor [rows kept, size] (None: no row was computed); ``kept``:
+        which input rows were computed (None: all); the others get null outputs."""
+        rows = len(keys)
+        arrays = [keys] if self.time is None else [keys, time_column]
+        for index, (_, size) in enumerate(self.widths):
+            data = np.zeros((0, size), np.float32) if values is None else _host(values[index])
+            if kept is None and len(data) == rows:
+                arrays.append(fixed_list(data))
+            else:
+                padded = np.zeros((rows, size), np.float32)
+                valid = np.zeros(rows, bool) if kept is None else kept
+                padded[valid] = data
+                arrays.append(fixed_list(padded, valid))
+        return pa.RecordBatch.from_arrays(arrays, schema=self._schema(keys.type, None if time_column is None
+                                                                      else time_column.type))
 
 
-def stats(runtime: Any) -> dict[str, Any]:
-    result: dict[str, Any] = dict(runtime.counters)
-    result["streams"] = len(runtime)
-    result["evictions"] = result["evicted_ttl"] + result["evicted_max_streams"]
-    result["busy_seconds"] = runtime.busy_seconds
-    result["rows_per_second"] = result["rows"] / runtime.busy_seconds if runtime.busy_seconds else 0.0
-    table = runtime._table
-    result["capacity"] = 0 if table is None else table.capacity
-    result["state_bytes"] = 0 if table is None else table.nbytes()
-    return result
-
-
-def _layers(runtime: Any) -> list[str]:
-    rows = []
-    for stage in runtime._plan.stages:
-        if hasattr(stage, "cells"):
-            direction = ", go_backwards" if stage.go_backwards else ""
-            rows.append(f"{type(stage.layer).__name__}({', '.join(str(c.units) for c in stage.cells)}{direction})")
-        else:
-            rows.append(type(getattr(stage, "module", stage)).__name__)
-    return rows
-
-
-def _summary(runtime: Any) -> list[tuple[str, str]]:
-    s = stats(runtime)
+def summary(stats: dict[str, Any], layers: list[str], device: Any, mode: str) -> list[tuple[str, str]]:
+    """The rows of ``repr`` and ``_repr_html_``."""
+    s = stats
     mib = s["state_bytes"] / 2**20
     return [
         ("streams", f"{s['streams']:,} (capacity {s['capacity']:,})"),
-        ("layers", " -> ".join(_layers(runtime))),
-        ("device", f"{runtime.device}, mode={runtime.mode}"),
-        ("memory", f"{mib:,.1f} MiB of carries"),
+        ("layers", " -> ".join(layers)),
+        ("device", f"{device}, mode={mode}"),
+        ("memory", f"{mib:,.1f} MiB of stream state"),
         ("rows", f"{s['rows']:,} in {s['batches']:,} batches, {s['rows_per_second']:,.0f} rows/s"),
         ("streams created/ended", f"{s['streams_created']:,} / {s['streams_ended']:,}"),
         ("evictions", f"{s['evictions']:,} (ttl {s['evicted_ttl']:,}, max_streams {s['evicted_max_streams']:,})"),
@@ -97,14 +81,13 @@ def _summary(runtime: Any) -> list[tuple[str, str]]:
     ]
 
 
-def text(runtime: Any) -> str:
-    body = "\n".join(f"  {name}: {value}" for name, value in _summary(runtime))
-    return f"StreamRuntime(key={runtime.columns.key!r}, features={runtime.columns.features!r})\n{body}"
+def text(title: str, rows: list[tuple[str, str]]) -> str:
+    body = "\n".join(f"  {name}: {value}" for name, value in rows)
+    return f"{title}\n{body}"
 
 
-def html(runtime: Any) -> str:
+def html(title: str, rows: list[tuple[str, str]]) -> str:
     # Left-aligned values: notebook front ends right-align table cells, which suits numbers, not these.
-    rows = "".join(f"<tr><th style='text-align:left'>{_html.escape(name)}</th>"
-                   f"<td style='text-align:left'>{_html.escape(value)}</td></tr>" for name, value in _summary(runtime))
-    title = _html.escape(f"StreamRuntime(key={runtime.columns.key!r}, features={runtime.columns.features!r})")
-    return f"<div><strong>{title}</strong><table>{rows}</table></div>"
+    cells = "".join(f"<tr><th style='text-align:left'>{_html.escape(name)}</th>"
+                    f"<td style='text-align:left'>{_html.escape(value)}</td></tr>" for name, value in rows)
+    return f"<div><strong>{_html.escape(title)}</strong><table>{cells}</table></div>"

@@ -6,29 +6,51 @@ import datetime
 import threading
 import time as _time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from streamlstm.arrow import as_tensor
 from streamlstm.errors import ArgumentTypeError, ConfigError, StreamError
-from streamlstm.runtime import fast_path, report
+from streamlstm.runtime import report
 from streamlstm.runtime.eviction import Eviction
-from streamlstm.runtime.execute import commit, contiguous_start, execute
+from streamlstm.runtime.execute import Outcome, execute
 from streamlstm.runtime.keys import KeyIndex, Lookup
 from streamlstm.runtime.model_plan import build_plan
 from streamlstm.runtime.schema import Columns, ParsedBatch, describe_key, key_kind, parse_batch
-from streamlstm.runtime.segments import late_rows, plan_rows
-from streamlstm.runtime.state_table import StateTable
+from streamlstm.runtime.segments import RowPlan, late_rows, plan_rows
+from streamlstm.runtime.store import Placement, Stamp, StreamStore
 from streamlstm.runtime.stream_state import StreamStateMixin
+from streamlstm.runtime.transfer import TransferMixin
 
 __all__ = ["StreamRuntime"]
 
 _MODES = ("auto", "step", "chunk")
+# Up to this many rows a batch takes step mode whatever the mode says: the sequence kernel's setup
+# costs more than the whole batch there (benchmarks/bench_runtime.py, forced chunk mode).
+TINY_ROWS = 64
 
 
-class StreamRuntime(StreamStateMixin):
+@dataclass
+class _BatchPlan:
+    """A batch's keys placed and its rows laid out; kept after a commit for the next batch with the
+    same key column (a fleet reporting in the same order every batch), with what execute derived from
+    it (``memo``)."""
+
+    placement: Placement
+    row_plans: dict[bool, RowPlan]
+    generation: int = -1
+    memo: dict = field(default_factory=dict)
+
+    @property
+    def rows(self) -> RowPlan:
+        return next(iter(self.row_plans.values()))
+
+
+class StreamRuntime(StreamStateMixin, TransferMixin):
     """Run a recurrent model over many interleaved streams, each exactly like a Keras stateful model.
 
     Args:
@@ -46,9 +68,10 @@ class StreamRuntime(StreamStateMixin):
             same key starts a new stream).
         time (str, None): per stream strictly increasing across rows and batches (integer, float,
             timestamp, date or duration column).
-        mode (str, "auto"): "step", "chunk" or "auto" (step when every stream has one row in the
-            batch, chunk otherwise: what the benchmarks show to be faster). All give the same numbers
-            to float rounding.
+        mode (str, "auto"): "step", "chunk" or "auto". All give the same numbers to float rounding.
+            "auto" takes step mode when every stream has at most a few rows in the batch and chunk
+            mode (PyTorch's sequence kernel) for longer runs; batches of at most 64 rows always take
+            step mode, whose cost there is a few kernel calls.
         device (str | torch.device, None): where carries and compute live; the model is moved there.
             Default: the model's device.
         late (str, "raise"): "raise" rejects a batch with a row at or before its stream's last time;
@@ -62,7 +85,10 @@ class StreamRuntime(StreamStateMixin):
             committed; ``state`` is as returned by :meth:`state`.
         return_state (bool, False): add ``h_<i>`` and ``c_<i>`` columns (each LSTM cell's state after
             the row; forces step mode).
-        capacity (int, 1024): initial number of stream slots; it doubles when full.
+        capacity (int, 1024): initial number of stream slots; it doubles when full (unused slots cost
+            no memory) and shrinks when fewer than a quarter are used.
+        key_groups (int, 128): streams are assigned to this many key groups by a stable hash of their
+            key (:func:`streamlstm.key_group`); :meth:`export_streams` can select by group.
         clock (callable, time.monotonic): seconds, for ``idle_ttl`` given as a timedelta.
 
     Call :meth:`feed` with a ``pyarrow.RecordBatch`` or ``Table``; it returns one row per input row,
@@ -86,33 +112,34 @@ class StreamRuntime(StreamStateMixin):
                  time: str | None = None, mode: str = "auto", device: Any = None, *, late: str = "raise",
                  allow_nonfinite: bool = False, idle_ttl: int | datetime.timedelta | None = None,
                  max_streams: int | None = None, on_evict: Callable[[Any, Any], None] | None = None,
-                 return_state: bool = False, capacity: int = 1024,
+                 return_state: bool = False, capacity: int = 1024, key_groups: int = 128,
                  clock: Callable[[], float] = _time.monotonic) -> None:
         self._columns = _columns(key, features, mask, reset, end, time)
         if mode not in _MODES:
             raise ConfigError(f"`mode` must be one of {', '.join(_MODES)}, got {mode!r}")
         if late not in ("raise", "drop"):
             raise ConfigError(f"`late` must be 'raise' or 'drop', got {late!r}")
+        for name, value in (("capacity", capacity), ("key_groups", key_groups)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
+                raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
         self.mode, self.late, self.allow_nonfinite = mode, late, bool(allow_nonfinite)
         self.return_state = bool(return_state)
+        self.capacity, self.key_groups = capacity, key_groups
         self._eviction = Eviction(idle_ttl, max_streams, on_evict, clock)
         self._plan = build_plan(model)
         model.eval()
         if device is not None:
             model.to(device)
         self.device = torch.device(device) if device is not None else _model_device(model)
-        self._capacity = capacity
         self._lock = threading.RLock()
-        self._index: KeyIndex | None = None
-        self._table: StateTable | None = None
+        self._store: StreamStore | None = None
         self._time_type: pa.DataType | None = None
-        self._cache: tuple[pa.Array, int, Lookup] | None = None
-        self._generation = 0
-        self._fast: fast_path.FastPath | None = None
+        self._recent: _BatchPlan | None = None
+        self._output: report.OutputBuilder | None = None
         self.counters = dict.fromkeys(report.COUNTERS, 0)
         self.busy_seconds = 0.0
         if self._plan.output_dim is not None:
-            self._make_table()
+            self._make_store()
 
     # -- configuration -------------------------------------------------------------------------------
     @property
@@ -123,12 +150,44 @@ class StreamRuntime(StreamStateMixin):
     def model(self) -> torch.nn.Module:
         return self._plan.model
 
-    def _make_table(self) -> None:
-        self._plan.ensure_built(self._plan.input_dim, self.device)
-        sizes = [stage.state_sizes for stage in self._plan.recurrent]
-        floating = self._time_type is not None and pa.types.is_floating(self._time_type)
-        time_dtype = np.float64 if floating else np.int64
-        self._table = StateTable(sizes, self._plan.dtype, self.device, self._capacity, np.dtype(time_dtype))
+    @property
+    def idle_ttl(self) -> int | datetime.timedelta | None:
+        return self._eviction.idle_ttl
+
+    @property
+    def max_streams(self) -> int | None:
+        return self._eviction.max_streams
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments other than the model and the callables, JSON-ready
+        (``idle_ttl`` as ``{"batches": n}`` or ``{"seconds": s}``)."""
+        cols, ttl = self._columns, self.idle_ttl
+        return {
+            "key": cols.key, "features": cols.features if isinstance(cols.features, str) else list(cols.features),
+            "mask": cols.mask, "reset": cols.reset, "end": cols.end, "time": cols.time, "mode": self.mode,
+            "late": self.late, "allow_nonfinite": self.allow_nonfinite, "return_state": self.return_state,
+            "idle_ttl": None if ttl is None else ({"seconds": ttl.total_seconds()}
+                                                  if isinstance(ttl, datetime.timedelta) else {"batches": ttl}),
+            "max_streams": self.max_streams, "capacity": self.capacity, "key_groups": self.key_groups,
+        }
+
+    def _make_store(self) -> None:
+        plan = self._plan
+        plan.ensure_built(plan.input_dim, self.device)
+        self._store = StreamStore([stage.state_sizes for stage in plan.recurrent], plan.dtype, self.device,
+                                  capacity=self.capacity, key_groups=self.key_groups)
+        if self._time_type is not None and pa.types.is_floating(self._time_type):
+            self._store.set_time_floating()
+        widths = [("output", plan.output_dim)]
+        if self.return_state:
+            for i, cell in enumerate(plan.cells):
+                widths += [(f"h_{i}", cell.units), (f"c_{i}", cell.units)]
+        self._output = report.OutputBuilder(self._columns.key, self._columns.time, widths)
+
+    def _set_time_type(self, time_type: pa.DataType) -> None:
+        self._time_type = time_type
+        if self._store is not None and pa.types.is_floating(time_type):
+            self._store.set_time_floating()
 
     # -- feeding -------------------------------------------------------------------------------------
     def feed(self, batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
@@ -136,81 +195,116 @@ class StreamRuntime(StreamStateMixin):
         with self._lock:
             started = _time.perf_counter()
             try:
-                if self._fast is not None:
-                    output = fast_path.try_feed(self, batch)
-                    if output is not None:
-                        self._evict()
-                        return output
                 return self._feed(batch)
             finally:
                 self.busy_seconds += _time.perf_counter() - started
 
     def _feed(self, batch: Any) -> pa.RecordBatch:
+        store = self._store
         parsed = parse_batch(batch, self._columns, width=self._plan.input_dim,
-                             expected_key_kind=None if self._index is None else self._index.kind,
+                             expected_key_kind=None if store is None else store.key_kind,
                              time_type=self._time_type, allow_nonfinite=self.allow_nonfinite)
         if parsed.num_rows == 0:
-            return report.output_batch(self, parsed, None, None, None)
-        index = self._index if self._index is not None else KeyIndex(key_kind(parsed.keys.type))
-        lookup = self._lookup(index, parsed.keys)
-        full, kept = parsed, None
+            return _empty_output(parsed, self._columns) if self._output is None else \
+                self._output.build(parsed.keys, parsed.time_column, None, None)
+        full, kept, outcome = parsed, None, None
+        plan = self._batch_plan(parsed)
         if parsed.time is not None:
-            kept = self._check_times(parsed, lookup)
+            kept = self._check_times(parsed, plan.placement.lookup)
             if kept is not None:
                 parsed = _subset(parsed, kept)
-                lookup = index.lookup(parsed.keys)
-        if self._table is None:
+                plan = self._batch_plan(parsed) if parsed.num_rows else None
+        if store is None:
             self._plan.input_dim = parsed.x.shape[1]
-            self._make_table()
+            self._make_store()
         if self._time_type is None and full.time_column is not None:
-            self._time_type = full.time_column.type
-            if pa.types.is_floating(self._time_type):
-                self._table.last_time = self._table.last_time.astype(np.float64)
-        outcome = None
-        if parsed.num_rows:
-            row_plans = {direction: plan_rows(lookup.group, lookup.distinct, parsed.reset, parsed.end, direction)
-                         for direction in {stage.go_backwards for stage in self._plan.recurrent}}
-            rows = next(iter(row_plans.values()))
-            x, mask = self._tensors(parsed)
-            mode = self.mode if self.mode != "auto" else _auto_mode(rows)
-            key_slots = lookup.slots[rows.key_rows]
-            with torch.inference_mode():
-                outcome = execute(self._plan, self._table, row_plans, key_slots, x, mask, mode, self.return_state)
-            self._index = index
-            self._commit(parsed, lookup, rows, key_slots, outcome)
-            self._fast = None
-            if kept is None and lookup.distinct and not rows.key_released.any():
-                start = contiguous_start(self._cache[2].slots)
-                self._fast = fast_path.prepare(self, batch, parsed.keys, self._cache[2].slots, start)
-        output = report.output_batch(self, full, parsed, outcome, kept)
+            self._set_time_type(full.time_column.type)
+        if plan is not None:
+            outcome = self._run(parsed, plan)
+        output = self._output.build(full.keys, full.time_column, _values(outcome), kept)
         self.counters["batches"] += 1
         self.counters["rows"] += full.num_rows
         self._evict()
         return output
 
-    def _lookup(self, index: KeyIndex, keys: pa.Array) -> Lookup:
-        cache = self._cache
-        if cache is not None and cache[1] == self._generation and len(cache[0]) == len(keys) and cache[0].equals(keys):
-            return cache[2]
-        return index.lookup(keys)
+    def _batch_plan(self, parsed: ParsedBatch) -> _BatchPlan:
+        """The keys resolved and the rows laid out, reused from the previous batch when it had the same
+        key column (and neither batch resets or ends a stream)."""
+        recent, store = self._recent, self._store
+        plain = _plain(parsed)
+        if plain and recent is not None and recent.generation == store.generation:
+            keys = recent.placement.keys
+            if keys is parsed.keys or (len(keys) == len(parsed.keys) and keys.equals(parsed.keys)):
+                return recent
+        kind = key_kind(parsed.keys.type)
+        lookup = store.lookup(parsed.keys, kind) if store is not None else _new_lookup(parsed.keys, kind)
+        row_plans = {backwards: plan_rows(lookup.group, lookup.distinct, parsed.reset, parsed.end, backwards)
+                     for backwards in {stage.go_backwards for stage in self._plan.recurrent}}
+        rows = next(iter(row_plans.values()))
+        placement = Placement(parsed.keys, kind, lookup, rows.key_rows, lookup.slots[rows.key_rows], rows.key_released)
+        return _BatchPlan(placement, row_plans)
+
+    def _use_step(self, rows: RowPlan) -> bool:
+        if self.mode == "step" or self.return_state or rows.num_rows <= TINY_ROWS:
+            return True
+        return self.mode == "auto" and rows.max_len <= 2
+
+    def _run(self, parsed: ParsedBatch, plan: _BatchPlan) -> Outcome:
+        """Compute, then commit: the only place a feed changes stream state."""
+        store, rows = self._store, plan.rows
+        x, mask = self._tensors(parsed)
+        grad = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)   # cheaper than a context manager, which shows at one row
+        try:
+            outcome = execute(self._plan, store, plan.row_plans, plan.placement.key_slots, x, mask,
+                              self._use_step(rows), self.return_state, plan.memo)
+        finally:
+            torch.set_grad_enabled(grad)
+        counters = self.counters
+        last = rows.key_last_row
+        stamp = Stamp(counters["rows"] + last, counters["batches"] + 1, self._eviction.clock(),
+                      None if parsed.time is None else parsed.time[last])
+        slots = store.commit(plan.placement, outcome.finals, outcome.has_output, stamp)
+        if not plan.placement.settled:
+            ends = 0 if parsed.end is None else int(parsed.end.sum())
+            # Streams begin as new keys and after every end row that is not its key's last row.
+            counters["streams_created"] += plan.placement.created + ends - int(rows.key_released.sum())
+            counters["streams_ended"] += ends
+        if parsed.reset is not None:
+            counters["resets"] += int(parsed.reset.sum())
+        self._remember(parsed, plan, slots)
+        return outcome
+
+    def _remember(self, parsed: ParsedBatch, plan: _BatchPlan, slots: np.ndarray) -> None:
+        """Keep the plan for the next batch with the same keys, now that every key has its slot."""
+        self._recent = None
+        if not _plain(parsed) or plan.rows.key_released.any():
+            return
+        if plan.generation != self._store.generation:
+            old, per_row = plan.placement, slots[plan.rows.key_of_row]
+            lookup = Lookup(per_row, per_row, np.empty(0, np.int64), old.lookup.distinct)
+            placement = Placement(old.keys, old.kind, lookup, old.key_rows, slots, old.released)
+            plan = _BatchPlan(placement, plan.row_plans, self._store.generation)
+        self._recent = plan
 
     def _tensors(self, parsed: ParsedBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = fast_path.as_tensor(parsed.x)
+        x = as_tensor(parsed.x)
         mask = None if parsed.mask is None or parsed.mask.all() else torch.from_numpy(parsed.mask)
         if self.device.type != "cpu":
             x = x.pin_memory().to(self.device, non_blocking=True)
             mask = None if mask is None else mask.pin_memory().to(self.device, non_blocking=True)
-        return x.to(self._plan.dtype), mask
+        dtype = self._store.dtype
+        return (x if x.dtype == dtype else x.to(dtype)), mask
 
     def _check_times(self, parsed: ParsedBatch, lookup: Lookup) -> np.ndarray | None:
-        table = self._table
+        store = self._store
         known = lookup.slots >= 0
-        bound = np.zeros(parsed.num_rows, table.last_time.dtype if table is not None else parsed.time.dtype)
+        bound = np.zeros(parsed.num_rows, store.last_time.dtype if store is not None else parsed.time.dtype)
         has_bound = np.zeros(parsed.num_rows, bool)
-        if table is not None and known.any():
+        if store is not None and known.any():
             slots = lookup.slots[known]
-            bound[known] = table.last_time[slots]
-            has_bound[known] = table.has_time[slots]
+            bound[known] = store.last_time[slots]
+            has_bound[known] = store.has_time[slots]
         late, previous = late_rows(lookup.group, lookup.distinct, parsed.end, parsed.time, bound, has_bound)
         if not late.any():
             return None
@@ -226,48 +320,17 @@ class StreamRuntime(StreamStateMixin):
             f"drop such rows"
         )
 
-    def _commit(self, parsed: ParsedBatch, lookup: Lookup, rows: Any, key_slots: np.ndarray, outcome: Any) -> None:
-        table, index = self._table, self._index
-        released = rows.key_released
-        slots = commit(table, outcome, key_slots, released)
-        new = (key_slots < 0) & ~released
-        if new.any():
-            index.insert(parsed.keys, rows.key_rows[new], slots[new], lookup)
-        ends = 0 if parsed.end is None else int(parsed.end.sum())
-        # Streams begin as new keys and after every end row that is not its key's last row.
-        self.counters["streams_created"] += int((key_slots < 0).sum()) + ends - int(released.sum())
-        self.counters["streams_ended"] += ends
-        gone = (key_slots >= 0) & released
-        if gone.any():
-            index.remove(key_slots[gone])
-            table.release(key_slots[gone])
-            self._generation += 1
-        live = slots >= 0
-        kept_slots = slots[live]
-        table.last_used[kept_slots] = self.counters["rows"] + rows.key_last_row[live]
-        table.last_batch[kept_slots] = self.counters["batches"] + 1
-        table.last_seen[kept_slots] = self._eviction.clock()
-        if parsed.time is not None:
-            table.last_time[kept_slots] = parsed.time[rows.key_last_row[live]]
-            table.has_time[kept_slots] = True
-        if parsed.reset is not None:
-            self.counters["resets"] += int(parsed.reset.sum())
-        if not released.any():
-            per_row = slots[rows.key_of_row]
-            self._cache = (parsed.keys, self._generation, Lookup(per_row, per_row, np.empty(0, np.int64),
-                                                                 lookup.distinct))
-
     def _evict(self) -> None:
-        if self._table is None or not self._eviction.active:
+        store = self._store
+        if store is None or not self._eviction.active:
             return
-        victims, reasons = self._eviction.victims(self._table, self.counters["batches"])
+        victims, reasons = self._eviction.victims(store, self.counters["batches"])
         if not len(victims):
             return
-        notes = [(self._index.slot_keys[s], self.state_of_slot(int(s))) for s in victims] \
+        notes = [(key, self._state_of_slot(int(slot))) for key, slot in zip(store.keys_of(victims), victims)] \
             if self._eviction.on_evict is not None else []
-        self._index.remove(victims)
-        self._table.release(victims)
-        self._generation += 1
+        store.release(victims)
+        store.compact()
         for reason, count in reasons.items():
             self.counters[f"evicted_{reason}"] += count
         for key, state in notes:
@@ -277,34 +340,52 @@ class StreamRuntime(StreamStateMixin):
     def stats(self) -> dict[str, Any]:
         """Counters: rows, batches, streams, evictions, ..., and ``rows_per_second`` of busy time."""
         with self._lock:
-            return report.stats(self)
+            result: dict[str, Any] = dict(self.counters)
+            result["streams"] = len(self)
+            result["evictions"] = result["evicted_ttl"] + result["evicted_max_streams"]
+            result["busy_seconds"] = self.busy_seconds
+            result["rows_per_second"] = result["rows"] / self.busy_seconds if self.busy_seconds else 0.0
+            store = self._store
+            result["capacity"] = 0 if store is None else store.capacity
+            result["state_bytes"] = 0 if store is None else store.nbytes()
+            return result
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        layers = [stage.layers if hasattr(stage, "cells") else type(getattr(stage, "module", stage)).__name__
+                  for stage in self._plan.stages]
+        title = f"StreamRuntime(key={self._columns.key!r}, features={self._columns.features!r})"
+        return title, report.summary(self.stats(), layers, self.device, self.mode)
 
     def __repr__(self) -> str:
-        return report.text(self)
+        return report.text(*self._summary())
 
     def _repr_html_(self) -> str:
-        return report.html(self)
-
-    # -- persistence ---------------------------------------------------------------------------------
-    def save(self, path: Any) -> None:
-        """Write model, carries, per-stream times and counters to ``path`` atomically (see
-        :mod:`streamlstm.runtime.persistence` for the format)."""
-        from streamlstm.runtime.persistence import save_runtime
-        with self._lock:
-            save_runtime(self, path)
-
-    @classmethod
-    def load(cls, path: Any, *, device: Any = None, on_evict: Callable[[Any, Any], None] | None = None,
-             clock: Callable[[], float] = _time.monotonic) -> StreamRuntime:
-        """Read a runtime written by :meth:`save`; callables are not saved, so pass them again."""
-        from streamlstm.runtime.persistence import load_runtime
-        return load_runtime(cls, path, device=device, on_evict=on_evict, clock=clock)
+        return report.html(*self._summary())
 
 
-def _auto_mode(rows: Any) -> str:
-    """Step mode when every segment has one row (one fused GEMM pair and in-place gate math beat the
-    sequence kernel's setup there), chunk otherwise (see benchmarks/bench_runtime.py)."""
-    return "step" if rows.max_len == 1 else "chunk"
+def _plain(parsed: ParsedBatch) -> bool:
+    """No row resets or ends a stream (the row layout then depends on the key column only)."""
+    return (parsed.reset is None or not parsed.reset.any()) and (parsed.end is None or not parsed.end.any())
+
+
+def _new_lookup(keys: pa.Array, kind: str) -> Lookup:
+    """The first batch of a runtime whose model is not built yet: every key is new."""
+    return KeyIndex(kind).lookup(keys)
+
+
+def _values(outcome: Outcome | None) -> list[torch.Tensor] | None:
+    if outcome is None:
+        return None
+    return [outcome.outputs] + (outcome.row_states or [])
+
+
+def _empty_output(parsed: ParsedBatch, columns: Columns) -> pa.RecordBatch:
+    arrays, names = [parsed.keys], [columns.key]
+    if columns.time is not None:
+        arrays.append(parsed.time_column)
+        names.append(columns.time)
+    output = pa.FixedSizeListArray.from_arrays(pa.array([], pa.float32()), 0)   # width unknown yet
+    return pa.RecordBatch.from_arrays(arrays + [output], names=names + ["output"])
 
 
 def _columns(key: Any, features: Any, mask: Any, reset: Any, end: Any, time: Any) -> Columns:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RowPlan", "plan_rows"]
+__all__ = ["RowPlan", "StepLayout", "plan_rows", "step_layout"]
 
 
 @dataclass
@@ -55,6 +55,51 @@ class RowPlan:
     def uniform(self) -> bool:
         """Every segment has the same length, so the padded batch is a plain reshape."""
         return bool(len(self.seg_len) == 0 or (self.seg_len == self.seg_len[0]).all())
+
+
+@dataclass
+class StepLayout:
+    """Step mode's order: segments sorted by length (longest first, stable), so that the segments
+    still running at round ``r`` are the first ``rounds[r]`` ones, and every round reads and writes
+    prefixes (slices, no gathers). Packed position ``offset(r) + j`` holds row ``r`` of sorted segment
+    ``j`` (the layout of a packed sequence)."""
+
+    seg_order: np.ndarray | None    # [S] segment at each sorted position; None = identity
+    rounds: list[int]               # segments still running at each round (non-increasing)
+    rows: np.ndarray | None         # [n] input row at each packed position; None = identity
+    key_final: np.ndarray | None    # [K] sorted position of each key's last segment; None = identity
+
+
+def _identity_or(values: np.ndarray, size: int) -> np.ndarray | None:
+    """None when ``values`` is ``0 .. size - 1`` (a permutation that changes nothing), else ``values``."""
+    return None if len(values) == size and (values == np.arange(size)).all() else values
+
+
+def step_layout(plan: RowPlan) -> StepLayout:
+    """The :class:`StepLayout` of ``plan``, computed once per plan (plans of repeated batches are
+    cached by the runtime)."""
+    cached = plan.__dict__.get("_step_layout")
+    if cached is not None:
+        return cached
+    segments, n, steps = plan.num_segments, plan.num_rows, plan.max_len
+    if steps == 1:   # one round over every segment, in processing order
+        layout = StepLayout(None, [segments], plan.proc_rows, _identity_or(plan.key_last_seg, segments))
+    else:
+        order = np.argsort(-plan.seg_len, kind="stable")
+        ended = np.cumsum(np.bincount(plan.seg_len, minlength=steps + 1))[:steps]
+        rounds = segments - ended                      # segments longer than r, for each round r
+        offsets = np.concatenate([[0], np.cumsum(rounds)[:-1]])
+        rank = np.empty(segments, np.int64)
+        rank[order] = np.arange(segments)
+        seg_of = np.repeat(np.arange(segments), plan.seg_len)
+        pos = np.zeros(n, np.int64) if plan.pos_in_seg is None else plan.pos_in_seg
+        proc_at = np.empty(n, np.int64)
+        proc_at[offsets[pos] + rank[seg_of]] = np.arange(n)
+        rows = proc_at if plan.proc_rows is None else plan.proc_rows[proc_at]
+        layout = StepLayout(_identity_or(order, segments), [int(r) for r in rounds], _identity_or(rows, n),
+                            _identity_or(rank[plan.key_last_seg], segments))
+    plan.__dict__["_step_layout"] = layout
+    return layout
 
 
 def _order_by_key(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,8 +15,19 @@ Modules, by concept:
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from streamlstm.serve.client import Client
-from streamlstm.serve.server import StreamServer
-from streamlstm.serve.service import serve
 
 __all__ = ["Client", "StreamServer", "serve"]
+
+# The server side (runtime, checkpoints, model files) loads on first use, so that a program that only
+# talks to a server imports the client and the protocol alone.
+_SERVER_SIDE = {"StreamServer": "streamlstm.serve.server", "serve": "streamlstm.serve.service"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SERVER_SIDE:
+        return getattr(importlib.import_module(_SERVER_SIDE[name]), name)
+    raise AttributeError(f"module 'streamlstm.serve' has no attribute {name!r}")

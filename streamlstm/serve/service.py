@@ -57,6 +57,7 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
         ConfigError, CheckpointError, SourceError: bad options, checkpoint or model file.
     """
     from streamlstm.io.replay import load_model_file
+    from streamlstm.io.runtime_file import load_runtime
     from streamlstm.runtime import StreamRuntime
 
     if checkpoint_every < 0:
@@ -73,7 +74,7 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
         store = ServerCheckpoints(checkpoint, _model_file(model), options, resume=resume)
         state = store.open()
     if state is not None:
-        runtime = StreamRuntime.load(state, device=device)
+        runtime = load_runtime(state, device=device)
     else:
         runtime = StreamRuntime(load_model_file(model, device), device=device, **options)
     scheme = "grpc+tls" if tls else "grpc"

@@ -260,7 +260,7 @@ def test_rich_displays_of_the_runtime_layers_and_dashboard():
     runtime.feed(batch(0))
     html = runtime._repr_html_()
     for text in ("streams</th><td style='text-align:left'>4 (capacity", "LSTM(4) -&gt; LSTM(3) -&gt; Linear",
-                 "cpu", "MiB of carries", "4 in 1 batches"):
+                 "cpu", "MiB of stream state", "4 in 1 batches"):
         assert text in html
     assert repr(runtime).startswith("StreamRuntime(key='id', features='x')\n  streams: 4")
     assert repr(sl.LSTM(8, return_sequences=True, go_backwards=True)) == \

@@ -1,4 +1,5 @@
-"""The steady-state fast path gives the full path's numbers, also after the weights change in place."""
+"""Repeated batches (the plan cached for a repeated key column) give the numbers of a fresh plan, also
+after the weights change in place."""
 
 from __future__ import annotations
 
@@ -14,14 +15,13 @@ def one_row(values: np.ndarray) -> pa.RecordBatch:
     return pa.record_batch({"id": pa.array([7], pa.int64()), "x": x})
 
 
-def test_fast_path_follows_in_place_weight_updates() -> None:
+def test_repeated_batches_follow_in_place_weight_updates() -> None:
     torch.manual_seed(0)
     layer = sl.LSTM(4, input_shape=(None, 3))
     runtime = sl.StreamRuntime(layer, key="id", features="x")
     values = np.array([0.3, -0.2, 0.5])
-    for _ in range(3):   # the second and later batches take the fast path
+    for _ in range(3):   # the second and later batches reuse the first one's plan
         runtime.feed(one_row(values))
-    assert runtime._fast is not None
     (h, c), = runtime.state(7)
     with torch.no_grad():
         layer.cell.kernel.mul_(-1.5)   # e.g. an optimizer step between feeds
@@ -31,7 +31,7 @@ def test_fast_path_follows_in_place_weight_updates() -> None:
     np.testing.assert_allclose(out, expected[0].numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_fast_path_refuses_non_finite_features_with_the_full_path_error() -> None:
+def test_repeated_batches_refuse_non_finite_features() -> None:
     runtime = sl.StreamRuntime(sl.LSTM(4, input_shape=(None, 3)), key="id", features="x")
     for _ in range(3):
         runtime.feed(one_row(np.array([0.1, 0.2, 0.3])))

@@ -37,9 +37,9 @@ def test_round_trip_mid_stream(tmp_path, key_type):
     for b in feed[:3]:
         first.feed(b)
     path = tmp_path / "runtime.arrow"
-    first.save(path)
+    sl.save_runtime(first, path)
     assert not list(tmp_path.glob(".*.tmp")), "the temporary file was renamed away"
-    loaded = sl.StreamRuntime.load(path)
+    loaded = sl.load_runtime(path)
     got = [outputs(loaded.feed(b)) for b in feed[3:]]
     np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected[3:]), rtol=1e-6, atol=1e-7)
     assert loaded.stats()["rows"] == never_stopped.stats()["rows"]
@@ -53,34 +53,35 @@ def test_settings_and_time_types_survive(tmp_path):
                           idle_ttl=datetime.timedelta(seconds=30), return_state=True)
     stamps = pa.array([1, 2], pa.timestamp("ms"))
     rt.feed(pa.record_batch({"id": [1, 2], "x": make_batch([1, 2], np.ones((2, F))).column("x"), "t": stamps}))
-    rt.save(tmp_path / "r.arrow")
-    loaded = sl.StreamRuntime.load(tmp_path / "r.arrow")
+    sl.save_runtime(rt, tmp_path / "r.arrow")
+    loaded = sl.load_runtime(tmp_path / "r.arrow")
     assert (loaded.mode, loaded.late, loaded.return_state) == ("step", "drop", True)
-    assert loaded._eviction.idle_ttl == datetime.timedelta(seconds=30)
-    assert loaded._time_type == pa.timestamp("ms")
-    np.testing.assert_array_equal(loaded._table.last_time[loaded._table.live_slots()], [1, 2])
+    assert loaded.idle_ttl == datetime.timedelta(seconds=30)
+    streams = loaded.export_streams()
+    assert streams.schema.field("last_time").type == pa.timestamp("ms")
+    assert streams.column("last_time").cast(pa.int64()).to_pylist() == [1, 2]
 
 
 def test_load_rejects_other_files(tmp_path):
     (tmp_path / "junk").write_bytes(b"not arrow")
     with pytest.raises(ConfigError, match="cannot read a stream runtime file"):
-        sl.StreamRuntime.load(tmp_path / "junk")
+        sl.load_runtime(tmp_path / "junk")
     sl.save_model(lstm(2), tmp_path / "model")
     with pytest.raises(ConfigError, match="not a stream runtime file"):
-        sl.StreamRuntime.load(tmp_path / "model")
+        sl.load_runtime(tmp_path / "model")
 
 
 def test_failed_save_leaves_previous_file(tmp_path, monkeypatch):
     rt = sl.StreamRuntime(lstm(3), key="id", features="x")
     rt.feed(make_batch([1], np.ones((1, F))))
     path = tmp_path / "r.arrow"
-    rt.save(path)
+    sl.save_runtime(rt, path)
     before = path.read_bytes()
     rt.feed(make_batch([2], np.ones((1, F))))
-    monkeypatch.setattr("streamlstm.runtime.persistence.model_to_bytes",
+    monkeypatch.setattr("streamlstm.io.runtime_file.model_to_bytes",
                         lambda model: (_ for _ in ()).throw(RuntimeError("disk full")))
     with pytest.raises(RuntimeError, match="disk full"):
-        rt.save(path)
+        sl.save_runtime(rt, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["r.arrow"]
 
@@ -91,7 +92,7 @@ def test_float64_carries_round_trip(tmp_path):
     layer.build((None, None, F))
     rt = sl.StreamRuntime(layer, key="id", features="x")
     rt.feed(make_batch([5, 6], np.random.default_rng(0).normal(size=(2, F))))
-    rt.save(tmp_path / "r")
-    loaded = sl.StreamRuntime.load(tmp_path / "r")
+    sl.save_runtime(rt, tmp_path / "r")
+    loaded = sl.load_runtime(tmp_path / "r")
     assert loaded.state(5)[0][0].dtype == np.float64
     np.testing.assert_array_equal(loaded.state(5)[0][1], rt.state(5)[0][1])

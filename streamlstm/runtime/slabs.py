@@ -1,0 +1,152 @@
+"""Carry slabs: every stream's LSTM states in preallocated tensors, addressed by slot.
+
+Per recurrent stage ``s`` the slabs hold the flat states (``[h, c]`` per LSTM cell) as tensors
+``[capacity, units]`` on the runtime's device, and ``has_output[s]`` (bool ``[capacity]``): whether the
+stream has had a real step since it started or was reset. A masked step repeats the stream's previous
+output, which for an LSTM is its current ``h`` when ``has_output`` and zeros otherwise, so no
+previous-output slab is needed.
+
+Memory: slabs are created with ``torch.empty``. Pages of a fresh allocation that are never written are
+never made resident by the operating system, so spare capacity costs address space, not memory: the
+process grows by the rows streams actually use. A slot's rows are always written before they are read
+(a new stream's first segment starts from zeros by construction, see
+:mod:`streamlstm.runtime.segments`), so no slot needs clearing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["CarrySlabs", "contiguous_start"]
+
+
+def contiguous_start(slots: np.ndarray) -> int | None:
+    """``slots[0]`` when ``slots`` is exactly ``slots[0], slots[0] + 1, ...`` (gathers and writes are
+    then slices: a fleet fed in the same order every batch), else None."""
+    n = len(slots)
+    if n == 0 or slots[0] < 0 or slots[-1] - slots[0] != n - 1:
+        return None
+    return int(slots[0]) if n == 1 or bool((np.diff(slots) == 1).all()) else None
+
+
+def _index(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.long, device=device)
+
+
+class CarrySlabs:
+    """The states of ``stage_sizes`` (one list of flat state sizes per recurrent stage) for
+    ``capacity`` slots."""
+
+    def __init__(self, stage_sizes: list[list[int]], dtype: torch.dtype, device: torch.device,
+                 capacity: int) -> None:
+        self.stage_sizes = [list(sizes) for sizes in stage_sizes]
+        self.dtype, self.device = dtype, device
+        self.capacity = 0
+        self.states: list[list[torch.Tensor]] = [[self._new(0, size) for size in sizes] for sizes in stage_sizes]
+        self.has_output = [torch.zeros(0, dtype=torch.bool, device=device) for _ in stage_sizes]
+        self._views: dict[tuple[int, int, int], tuple[list[torch.Tensor], torch.Tensor]] = {}
+        self.resize(capacity)
+
+    def _new(self, rows: int, size: int) -> torch.Tensor:
+        return torch.empty(rows, size, dtype=self.dtype, device=self.device)
+
+    def resize(self, capacity: int, order: np.ndarray | None = None) -> None:
+        """New slabs of ``capacity`` rows. Row ``i`` takes old row ``order[i]`` (default: the first
+        ``min(old, capacity)`` rows keep their place); other rows are left unwritten. The old slabs are
+        dropped, so their memory goes back to the operating system."""
+        if order is None:
+            order = np.arange(min(self.capacity, capacity))
+        keep = _index(order, self.device) if len(order) else None
+        count = len(order)
+
+        def moved(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+            if keep is not None:
+                torch.index_select(old, 0, keep, out=new[:count])
+            return new
+
+        with torch.no_grad():
+            self.states = [[moved(old, self._new(capacity, size)) for old, size in zip(states, sizes)]
+                           for states, sizes in zip(self.states, self.stage_sizes)]
+            self.has_output = [moved(old, torch.empty(capacity, dtype=torch.bool, device=self.device))
+                               for old in self.has_output]
+        self.capacity = capacity
+        self._views.clear()
+
+    def views(self, stage: int, start: int, count: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The states and ``has_output`` of slots ``start .. start + count - 1`` as views (kept until
+        the slabs are reallocated: a fleet fed the same way every batch reads and writes the same ones)."""
+        key = (stage, start, count)
+        views = self._views.get(key)
+        if views is None:
+            if len(self._views) >= 64:
+                self._views.clear()
+            views = self._views[key] = ([slab.narrow(0, start, count) for slab in self.states[stage]],
+                                        self.has_output[stage].narrow(0, start, count))
+        return views
+
+    def nbytes(self, slots: int) -> int:
+        """Bytes used by ``slots`` rows of every slab."""
+        per_row = sum(size for sizes in self.stage_sizes for size in sizes) * self.states[0][0].element_size()
+        return slots * (per_row + len(self.stage_sizes))
+
+    # -- reading ----------------------------------------------------------------------------------
+    def gather(self, stage: int, slots: np.ndarray, carry: np.ndarray | None,
+               need_has: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Initial carries of ``stage`` for rows that read ``slots``: the stored ones where ``carry``
+        (None = all), zeros elsewhere. Results may be views of the slabs (compute never writes its
+        inputs in place); ``has`` is returned only when ``need_has``."""
+        start = contiguous_start(slots) if carry is None else None
+        if start is not None:
+            states, has = self.views(stage, start, len(slots))
+            return states, has if need_has else None
+        gather = _index(slots if carry is None else np.where(carry, slots, 0), self.device)
+        states = [slab.index_select(0, gather) for slab in self.states[stage]]
+        has = self.has_output[stage].index_select(0, gather) if need_has else None
+        if carry is not None:
+            fill = torch.as_tensor(~carry, device=self.device)[:, None]
+            states = [s.masked_fill_(fill, 0) for s in states]
+            has = None if has is None else has & ~fill[:, 0]
+        return states, has
+
+    def read(self, slots: np.ndarray) -> list[tuple[list[np.ndarray], np.ndarray]]:
+        """Per stage: copies of the states of ``slots`` ([n, size] each) and their ``has_output``."""
+        index = _index(slots, self.device)
+        return [([slab.index_select(0, index).cpu().numpy() for slab in states],
+                 flags.index_select(0, index).cpu().numpy())
+                for states, flags in zip(self.states, self.has_output)]
+
+    # -- writing ----------------------------------------------------------------------------------
+    def write(self, stage: int, slots: np.ndarray, states: list[torch.Tensor], has: torch.Tensor | None,
+              start: int | None = -1) -> None:
+        """Write ``states`` (rows in the order of ``slots``) and ``has`` (None = all True); ``start``:
+        :func:`contiguous_start` of ``slots`` when the caller knows it (-1: not known)."""
+        start = contiguous_start(slots) if start == -1 else start
+        if start is not None:   # slices: copy into the views
+            views, flags = self.views(stage, start, len(slots))
+            for view, value in zip(views, states):
+                view.copy_(value)
+            if has is None:
+                flags.fill_(True)
+            else:
+                flags.copy_(has)
+            return
+        target = _index(slots, self.device)
+        for slab, value in zip(self.states[stage], states):
+            if value.dtype != self.dtype or value.device != self.device:
+                value = value.to(dtype=self.dtype, device=self.device)
+            slab.index_copy_(0, target, value)
+        flags = self.has_output[stage]
+        if has is None:
+            flags.index_fill_(0, target, True)
+        else:
+            flags.index_copy_(0, target, has.to(device=self.device))
+
+    def zero(self, slots: np.ndarray) -> None:
+        """Zero the states and ``has_output`` of ``slots``."""
+        index = _index(slots, self.device)
+        with torch.no_grad():
+            for states, flags in zip(self.states, self.has_output):
+                for slab in states:
+                    slab.index_fill_(0, index, 0)
+                flags.index_fill_(0, index, False)
