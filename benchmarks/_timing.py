@@ -49,6 +49,37 @@ def interleaved(contenders: dict[str, Callable[[], object]], rounds: int,
             for name, values in samples.items()}
 
 
+def per_call(contenders: dict[str, Callable[[], object]], calls: int, *, block: int = 100,
+             warmup: int = 200) -> dict[str, list[float]]:
+    """Wall seconds of every single call of each contender, ``calls`` per contender.
+
+    The contenders take turns in blocks of ``block`` calls, so that a busy machine slows them alike; the
+    per-call times give the median and the tail (p99) of the latency.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    clock = time.perf_counter
+    for _ in range(-(-calls // block)):
+        for name, fn in contenders.items():
+            times = samples[name]
+            for _ in range(block):
+                start = clock()
+                fn()
+                times.append(clock() - start)
+    return samples
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``, linear between the nearest ranks."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]

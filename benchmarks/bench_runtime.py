@@ -1,56 +1,105 @@
-"""Stream runtime benchmark: ratios against baselines measured in the same run (issue 3, Performance).
+"""Stream runtime benchmark: ratios against baselines measured in the same run (issues 3 and 10, Performance).
 
 Contenders run interleaved (round after round, every contender once per round) so that a busy machine
-slows them alike; each figure is a median over rounds. Run: ``python benchmarks/bench_runtime.py``
-(``--quick``: fewer rounds; ``--skip-memory``: no 1,000,000-stream memory check).
+slows them alike; each figure is a median over rounds (latencies: median and p99 of single calls, the
+contenders taking turns in blocks). Only the public API is used (``StreamRuntime``, ``feed``, ``len``),
+so the same script measures any version of the runtime. Run: ``python benchmarks/bench_runtime.py``
+(``--quick``: fewer rounds; ``--sections 137``: some sections; ``--skip-memory``: no section 7;
+``--json PATH``: every figure, for comparing runs). A goals summary (met / MISSED) ends the output.
 
 1. Fleet: 10,000 streams x 1 row per batch, F=32, units=64: ``feed`` rows/s in each mode against raw
-   ``torch.nn.LSTMCell`` on a [10000, 32] batch (goal >= 90%), and a naive runtime (Python dict lookups,
-   fancy-index gather/scatter). "same order": the fleet's rows come in the same order every batch;
-   "shuffled": a new order every batch (the full path: key lookup, row layout, gathers).
-2. Latency: 1 stream, 1 row per ``feed``: median against one raw ``LSTMCell`` call on [1, 32] (goal <= 2.5x).
-3. Replay: 1,000 streams x 100 rows per batch in chunk mode against ``torch.nn.LSTM`` on the same
-   [1000, 100, 32] tensor (goal >= 85%); rows interleaved (time-major) or grouped by stream.
-4. Memory: resident growth for 1,000,000 streams of 64 units against the raw carry bytes
-   (goal: within 1.5x raw + 200 bytes per stream).
+   ``torch.nn.LSTMCell`` on a [10000, 32] batch (goal: auto mode >= 140% of raw), and a naive runtime
+   (Python dict lookups, fancy-index gather/scatter). "same order": the fleet's rows come in the same
+   order every batch; "shuffled": a new order every batch (the full path: key lookup, row layout, gathers).
+2. Small fleet: 100 streams x 1 row per batch, F=8, model ``Sequential(LSTM(64), Linear(64, 1))``:
+   ``feed`` rows/s against the raw compute on the same rows, ``LSTMCell`` on [100, 8] plus the Linear
+   head (goal: auto mode >= 80% of raw).
+3. Live traffic: batches of 64 or 1,000 rows whose keys are drawn from 1,000 streams, with repeats
+   (a stream may have several rows in a batch) or distinct; F=8, units=32, one torch thread. ``feed``
+   (auto mode) time against one raw ``LSTMCell`` call on as many rows (goal: <= 4x for 64 rows with
+   repeats, <= 1.5x for 1,000 rows with repeats; distinct keys are reported without a goal).
+4. Latency: 1 stream, 1 row per ``feed`` (auto mode): median and p99 of single calls against one raw
+   ``LSTMCell`` call on [1, 32] (goal: median <= 2.5x).
+5. Latency in forced chunk mode: as 4 with ``mode="chunk"`` (no mode should have a cliff; goal as 4:
+   median <= 2.5x).
+6. Replay: 1,000 streams x 100 rows per batch in chunk mode against ``torch.nn.LSTM`` on the same
+   [1000, 100, 32] tensor (goal: replay >= 90% of raw nn.LSTM rows/s); rows interleaved (time-major)
+   or grouped by stream.
+7. Memory, each part in a fresh process (resident set from /proc/self/statm, after gc, against a
+   baseline taken after a warm-up runtime fed one batch and dropped):
+   a. 1,000,000 streams of 64 units fed 10,000 new streams per batch: resident growth against the raw
+      carry bytes n * 2 * 64 * 4 (goal: <= 1.5x raw + 200 bytes per stream, 923 MiB), and the rate of
+      new streams (goal: >= 200,000 rows/s).
+   b. Churn: ``max_streams=100,000`` fed 10,000 new keys per batch, 1,000,000 keys in all: resident
+      set once it holds 100,000 streams, after 500,000 more new keys and at the end (goal: does not
+      grow, within +5%).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
+import subprocess
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import interleaved, print_table
+from _timing import interleaved, per_call, percentile, print_table
 
 import streamlstm as sl
 
 F, UNITS = 32, 64
+MiB = 2**20
 
 
-def rate_rows(times: dict[str, tuple[float, float]], rows: int, baseline: str) -> list[list[object]]:
+@dataclass
+class Goal:
+    section: str
+    goal: str
+    value: str
+    met: bool
+
+
+@dataclass
+class Section:
+    title: str
+    headers: list[str]
+    rows: list[list[object]]
+    figures: dict[str, Any] = field(default_factory=dict)
+    goals: list[Goal] = field(default_factory=list)
+
+
+def rate_rows(times: dict[str, tuple[float, float]], rows: int,
+              baseline: str) -> tuple[list[list[object]], dict[str, Any]]:
     wall0, cpu0 = times[baseline]
-    return [[name, f"{rows / wall:,.0f}", f"{wall0 / wall:.0%}", f"{cpu0 / cpu:.0%}"]
-            for name, (wall, cpu) in times.items()]
+    table = [[name, f"{rows / wall:,.0f}", f"{wall0 / wall:.0%}", f"{cpu0 / cpu:.0%}"]
+             for name, (wall, cpu) in times.items()]
+    figures = {name: {"seconds_wall": wall, "seconds_cpu": cpu, "rows_per_s": rows / wall,
+                      "vs_raw_wall": wall0 / wall, "vs_raw_cpu": cpu0 / cpu}
+               for name, (wall, cpu) in times.items()}
+    return table, figures
 
 
-def make_layer() -> sl.LSTM:
+def make_layer(units: int = UNITS, features: int = F) -> sl.LSTM:
     torch.manual_seed(0)
-    layer = sl.LSTM(UNITS, return_sequences=True)
-    layer.build((None, None, F))
+    layer = sl.LSTM(units, return_sequences=True)
+    layer.build((None, None, features))
     return layer
 
 
 def torch_cell(layer: sl.LSTM) -> torch.nn.LSTMCell:
-    cell = torch.nn.LSTMCell(F, UNITS)
+    features, gates = layer.cell.kernel.shape
+    cell = torch.nn.LSTMCell(features, gates // 4)
     with torch.no_grad():
         cell.weight_ih.copy_(layer.cell.kernel.T)
         cell.weight_hh.copy_(layer.cell.recurrent_kernel.T)
@@ -63,9 +112,20 @@ def fixed_list(x: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
 
 
-def batches(keys: list[np.ndarray], rng: np.random.Generator) -> list[pa.RecordBatch]:
-    return [pa.record_batch({"id": pa.array(k), "x": fixed_list(rng.normal(size=(len(k), F)).astype(np.float32))})
+def batches(keys: list[np.ndarray], rng: np.random.Generator, features: int = F) -> list[pa.RecordBatch]:
+    return [pa.record_batch({"id": pa.array(k.astype(np.int64)),
+                             "x": fixed_list(rng.normal(size=(len(k), features)).astype(np.float32))})
             for k in keys]
+
+
+def cycle(feed: Callable[[pa.RecordBatch], object], data: list[pa.RecordBatch]) -> Callable[[], object]:
+    """Feed the batches of ``data`` in turn, one per call."""
+    state = {"i": 0}
+
+    def run() -> object:
+        state["i"] += 1
+        return feed(data[state["i"] % len(data)])
+    return run
 
 
 class NaiveRuntime:
@@ -95,65 +155,148 @@ class NaiveRuntime:
         return pa.record_batch({"id": keys, "output": fixed_list(h.numpy())})
 
 
-def fleet(rounds: int) -> list[list[object]]:
+RATE_HEADERS = ["contender", "rows/s (wall)", "vs raw (wall)", "vs raw (CPU)"]
+
+
+def fleet(rounds: int) -> Section:
     n = 10_000
     layer, rng = make_layer(), np.random.default_rng(0)
     cell = torch_cell(layer)
-    same = batches([np.arange(n, dtype=np.int64)] * 6, rng)
-    shuffled = batches([rng.permutation(n).astype(np.int64) for _ in range(6)], rng)
+    same = batches([np.arange(n)] * 6, rng)
+    shuffled = batches([rng.permutation(n) for _ in range(6)], rng)
     x = torch.from_numpy(rng.normal(size=(n, F)).astype(np.float32))
     h, c = torch.zeros(n, UNITS), torch.zeros(n, UNITS)
 
-    def cycle(feed: Callable[[pa.RecordBatch], object], data: list[pa.RecordBatch]) -> Callable[[], object]:
-        state = {"i": 0}
-
-        def run() -> object:
-            state["i"] += 1
-            return feed(data[state["i"] % len(data)])
-        return run
-
     def raw() -> object:
         with torch.no_grad():
             return cell(x, (h, c))
 
-    runtimes = {mode: sl.StreamRuntime(layer, key="id", features="x", mode=mode) for mode in ("step", "chunk", "auto")}
-    contenders: dict[str, Callable[[], object]] = {"raw LSTMCell [10000, 32]": raw}
-    for mode, rt in runtimes.items():
-        contenders[f"feed mode={mode}, same order"] = cycle(rt.feed, same)
-    shuffled_rt = sl.StreamRuntime(layer, key="id", features="x")
-    contenders["feed mode=auto, shuffled"] = cycle(shuffled_rt.feed, shuffled)
-    string_rt = sl.StreamRuntime(layer, key="id", features="x")
+    baseline = "raw LSTMCell [10000, 32]"
+    contenders: dict[str, Callable[[], object]] = {baseline: raw}
+    for mode in ("step", "chunk", "auto"):
+        contenders[f"feed mode={mode}, same order"] = cycle(
+            sl.StreamRuntime(layer, key="id", features="x", mode=mode).feed, same)
+    contenders["feed mode=auto, shuffled"] = cycle(sl.StreamRuntime(layer, key="id", features="x").feed, shuffled)
     strings = [b.set_column(0, "id", pa.array([f"sensor-{k}" for k in b.column(0).to_pylist()])) for b in shuffled]
-    contenders["feed mode=auto, shuffled string keys"] = cycle(string_rt.feed, strings)
+    contenders["feed mode=auto, shuffled string keys"] = cycle(
+        sl.StreamRuntime(layer, key="id", features="x").feed, strings)
     contenders["naive runtime"] = cycle(NaiveRuntime(cell).feed, same)
-    return rate_rows(interleaved(contenders, 3 * rounds, 1), n, "raw LSTMCell [10000, 32]")
+    table, figures = rate_rows(interleaved(contenders, 3 * rounds, 1), n, baseline)
+    goals = [Goal("1", f"{name}: >= 140% of raw LSTMCell", f"{figures[name]['vs_raw_wall']:.0%}",
+                  figures[name]["vs_raw_wall"] >= 1.40)
+             for name in ("feed mode=auto, same order", "feed mode=auto, shuffled")]
+    return Section("10,000 streams x 1 row, F=32, units=64 (rows/s; share of raw LSTMCell; goal: auto >= 140%)",
+                   RATE_HEADERS, table, figures, goals)
 
 
-def latency(rounds: int) -> list[list[object]]:
+def small_fleet(rounds: int) -> Section:
+    n, features, units = 100, 8, 64
+    rng = np.random.default_rng(4)
+    lstm = make_layer(units, features)
+    head = torch.nn.Linear(units, 1)
+    model = torch.nn.Sequential(lstm, head)
+    cell = torch_cell(lstm)
+    same = batches([np.arange(n)] * 20, rng, features)
+    shuffled = batches([rng.permutation(n) for _ in range(20)], rng, features)
+    x = torch.from_numpy(rng.normal(size=(n, features)).astype(np.float32))
+    h, c = torch.zeros(n, units), torch.zeros(n, units)
+
+    def raw() -> object:
+        with torch.no_grad():
+            return head(cell(x, (h, c))[0])
+
+    baseline = "raw LSTMCell [100, 8] + Linear"
+    contenders: dict[str, Callable[[], object]] = {baseline: raw}
+    for mode in ("step", "chunk", "auto"):
+        contenders[f"feed mode={mode}, same order"] = cycle(
+            sl.StreamRuntime(model, key="id", features="x", mode=mode).feed, same)
+    contenders["feed mode=auto, shuffled"] = cycle(sl.StreamRuntime(model, key="id", features="x").feed, shuffled)
+    table, figures = rate_rows(interleaved(contenders, 3 * rounds, 20), n, baseline)
+    goals = [Goal("2", f"{name}: >= 80% of raw LSTMCell + Linear", f"{figures[name]['vs_raw_wall']:.0%}",
+                  figures[name]["vs_raw_wall"] >= 0.80)
+             for name in ("feed mode=auto, same order", "feed mode=auto, shuffled")]
+    return Section("100 streams x 1 row, F=8, Sequential(LSTM(64), Linear(64, 1)) (rows/s; share of raw "
+                   "LSTMCell + Linear; goal: auto >= 80%)", RATE_HEADERS, table, figures, goals)
+
+
+def live_traffic(rounds: int) -> Section:
+    streams, features, units, pool = 1000, 8, 32, 20
+    goals_at = {(64, "repeats"): 4.0, (1000, "repeats"): 1.5}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        layer, rng = make_layer(units, features), np.random.default_rng(5)
+        cell = torch_cell(layer)
+        table: list[list[object]] = []
+        figures: dict[str, Any] = {}
+        goals = []
+        for rows, inner in ((64, 20), (1000, 2)):
+            x = torch.from_numpy(rng.normal(size=(rows, features)).astype(np.float32))
+            h, c = torch.zeros(rows, units), torch.zeros(rows, units)
+
+            def raw() -> object:
+                with torch.no_grad():
+                    return cell(x, (h, c))
+
+            contenders: dict[str, Callable[[], object]] = {"raw": raw}
+            for keys, draw in (("repeats", lambda: rng.integers(0, streams, size=rows)),
+                               ("distinct", lambda: rng.choice(streams, rows, replace=False))):
+                data = batches([draw() for _ in range(pool)], rng, features)
+                rt = sl.StreamRuntime(layer, key="id", features="x")
+                rt.feed(batches([np.arange(streams)], rng, features)[0])  # every stream known: steady traffic
+                for batch in data:
+                    rt.feed(batch)
+                contenders[keys] = cycle(rt.feed, data)
+            times = interleaved(contenders, 3 * rounds, inner)
+            wall0, cpu0 = times.pop("raw")
+            for keys, (wall, cpu) in times.items():
+                limit = goals_at.get((rows, keys))
+                name = f"{rows} rows, keys with {keys}" if keys == "repeats" else f"{rows} rows, distinct keys"
+                table.append([name, f"{wall * 1e6:,.0f}", f"{wall0 * 1e6:,.0f}", f"{wall / wall0:.2f}x",
+                              f"{cpu / cpu0:.2f}x", "-" if limit is None else f"<= {limit}x"])
+                figures[name] = {"feed_us": wall * 1e6, "raw_us": wall0 * 1e6, "ratio_wall": wall / wall0,
+                                 "ratio_cpu": cpu / cpu0, "feed_cpu_us": cpu * 1e6, "raw_cpu_us": cpu0 * 1e6}
+                if limit is not None:
+                    goals.append(Goal("3", f"{name}: feed <= {limit}x raw LSTMCell", f"{wall / wall0:.2f}x",
+                                      wall / wall0 <= limit))
+    finally:
+        torch.set_num_threads(threads)
+    return Section("Live traffic: keys drawn from 1,000 streams, F=8, units=32, 1 thread, auto mode (time per "
+                   "feed against one raw LSTMCell call on as many rows)",
+                   ["batch", "feed us", "raw us", "ratio (wall)", "ratio (CPU)", "goal"], table, figures, goals)
+
+
+def latency(calls: int, mode: str, section: str) -> Section:
     layer, rng = make_layer(), np.random.default_rng(1)
     cell = torch_cell(layer)
-    one = batches([np.array([7], np.int64)] * 8, rng)
+    one = batches([np.array([7])] * 8, rng)
     x, h, c = torch.randn(1, F), torch.zeros(1, UNITS), torch.zeros(1, UNITS)
-    rt = sl.StreamRuntime(layer, key="id", features="x")
-    naive = NaiveRuntime(cell)
-    state = {"i": 0}
-
-    def feed() -> object:
-        state["i"] += 1
-        return rt.feed(one[state["i"] % 8])
 
     def raw() -> object:
         with torch.no_grad():
             return cell(x, (h, c))
 
-    times = interleaved({"raw LSTMCell [1, 32]": raw, "feed (1 stream, 1 row)": feed,
-                         "naive runtime": lambda: naive.feed(one[0])}, rounds, 200)
-    wall0, cpu0 = times["raw LSTMCell [1, 32]"]
-    return [[name, f"{wall * 1e6:.1f} us", f"{wall / wall0:.2f}x", f"{cpu * 1e6:.1f} us", f"{cpu / cpu0:.2f}x"]
-            for name, (wall, cpu) in times.items()]
+    baseline, name = "raw LSTMCell [1, 32]", f"feed mode={mode} (1 stream, 1 row)"
+    contenders: dict[str, Callable[[], object]] = {
+        baseline: raw, name: cycle(sl.StreamRuntime(layer, key="id", features="x", mode=mode).feed, one)}
+    if mode == "auto":
+        naive = NaiveRuntime(cell)
+        contenders["naive runtime"] = lambda: naive.feed(one[0])
+    samples = per_call(contenders, calls)
+    stats = {n: (percentile(s, 50), percentile(s, 99)) for n, s in samples.items()}
+    median0, p990 = stats[baseline]
+    table = [[n, f"{median * 1e6:.1f}", f"{p99 * 1e6:.1f}", f"{median / median0:.2f}x", f"{p99 / p990:.2f}x"]
+             for n, (median, p99) in stats.items()]
+    figures = {n: {"median_us": median * 1e6, "p99_us": p99 * 1e6, "median_vs_raw": median / median0,
+                   "p99_vs_raw": p99 / p990, "calls": len(samples[n])} for n, (median, p99) in stats.items()}
+    ratio = figures[name]["median_vs_raw"]
+    goals = [Goal(section, f"{name}: median <= 2.5x raw LSTMCell", f"{ratio:.2f}x", ratio <= 2.5)]
+    title = (f"1 stream, 1 row per feed, mode={mode} (latency of {calls:,} single calls each; goal: median <= "
+             f"2.5x{'' if mode == 'auto' else ', as section 4'})")
+    return Section(title, ["contender", "median us", "p99 us", "median vs raw", "p99 vs raw"], table, figures, goals)
 
 
-def replay(rounds: int) -> list[list[object]]:
+def replay(rounds: int) -> Section:
     streams, steps = 1000, 100
     layer, rng = make_layer(), np.random.default_rng(2)
     ref = layer.to_torch_lstm()
@@ -171,59 +314,164 @@ def replay(rounds: int) -> list[list[object]]:
         with torch.no_grad():
             return ref(xt, (h0, c0))
 
-    times = interleaved({"raw nn.LSTM [1000, 100, 32]": raw, "chunk, rows interleaved": lambda: rt_a.feed(time_major),
+    baseline = "raw nn.LSTM [1000, 100, 32]"
+    times = interleaved({baseline: raw, "chunk, rows interleaved": lambda: rt_a.feed(time_major),
                          "chunk, rows grouped by stream": lambda: rt_b.feed(grouped)}, rounds, 1)
-    return rate_rows(times, streams * steps, "raw nn.LSTM [1000, 100, 32]")
+    table, figures = rate_rows(times, streams * steps, baseline)
+    goals = [Goal("6", f"replay ({name}) >= 90% of raw nn.LSTM rows/s", f"{figures[name]['vs_raw_wall']:.0%}",
+                  figures[name]["vs_raw_wall"] >= 0.90)
+             for name in ("chunk, rows interleaved", "chunk, rows grouped by stream")]
+    return Section("1,000 streams x 100 rows per batch, chunk mode (rows/s; goal: replay >= 90% of raw nn.LSTM "
+                   "rows/s)", RATE_HEADERS, table, figures, goals)
 
 
+# -- memory: each part runs in a fresh process (``--child growth|churn``) -----------------------------------
 def resident_bytes() -> int:
+    gc.collect()
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def memory(total: int = 1_000_000, per_batch: int = 10_000) -> list[list[object]]:
+def new_keys(start: int, count: int) -> pa.Array:
+    return pa.array(np.arange(start, start + count, dtype=np.int64))
+
+
+def warm_baseline(layer: sl.LSTM, x: pa.Array) -> int:
+    """Resident bytes after a warm-up runtime was fed one batch and dropped (libraries, allocator pools)."""
+    sl.StreamRuntime(layer, key="id", features="x").feed(pa.record_batch({"id": new_keys(-len(x), len(x)), "x": x}))
+    return resident_bytes()
+
+
+def child_growth(total: int = 1_000_000, per_batch: int = 10_000) -> dict[str, Any]:
     layer = make_layer()
-    rng = np.random.default_rng(3)
-    x = fixed_list(rng.normal(size=(per_batch, F)).astype(np.float32))
-    sl.StreamRuntime(layer, key="id", features="x").feed(pa.record_batch({"id": pa.array(np.arange(per_batch)),
-                                                                          "x": x}))
-    gc.collect()
-    before = resident_bytes()
+    x = fixed_list(np.random.default_rng(3).normal(size=(per_batch, F)).astype(np.float32))
+    before = warm_baseline(layer, x)
     rt = sl.StreamRuntime(layer, key="id", features="x")
+    wall, cpu = time.perf_counter(), time.process_time()
     for start in range(0, total, per_batch):
-        rt.feed(pa.record_batch({"id": pa.array(np.arange(start, start + per_batch, dtype=np.int64)), "x": x}))
-    gc.collect()
+        rt.feed(pa.record_batch({"id": new_keys(start, per_batch), "x": x}))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     growth = resident_bytes() - before
-    raw = total * 2 * UNITS * 4
-    budget = 1.5 * raw + 200 * total
-    return [["streams", f"{len(rt):,}"], ["raw carry bytes (h, c float32)", f"{raw / 2**20:,.0f} MiB"],
-            ["resident growth", f"{growth / 2**20:,.0f} MiB ({growth / raw:.2f}x raw, "
-                                f"{(growth - raw) / total:.0f} B/stream over raw)"],
-            ["budget 1.5x raw + 200 B/stream", f"{budget / 2**20:,.0f} MiB: {'met' if growth <= budget else 'MISSED'}"]]
+    return {"streams": len(rt), "baseline_bytes": before, "growth_bytes": growth,
+            "raw_bytes": total * 2 * UNITS * 4, "seconds_wall": wall, "seconds_cpu": cpu}
+
+
+def child_churn(total: int = 1_000_000, per_batch: int = 10_000, max_streams: int = 100_000,
+                later: int = 500_000) -> dict[str, Any]:
+    layer = make_layer()
+    x = fixed_list(np.random.default_rng(3).normal(size=(per_batch, F)).astype(np.float32))
+    result: dict[str, Any] = {"baseline_bytes": warm_baseline(layer, x), "checkpoints": []}
+    rt = sl.StreamRuntime(layer, key="id", features="x", max_streams=max_streams)
+    full = None
+    wall = time.perf_counter()
+    for start in range(0, total, per_batch):
+        rt.feed(pa.record_batch({"id": new_keys(start, per_batch), "x": x}))
+        seen = start + per_batch
+        if full is None and len(rt) >= max_streams:
+            full = seen
+        if full is not None and seen in (full, full + later, total):
+            result["checkpoints"].append({"keys_fed": seen, "streams": len(rt), "resident_bytes": resident_bytes()})
+    result["seconds_wall"] = time.perf_counter() - wall
+    result["rows"] = total
+    return result
+
+
+def run_child(part: str) -> dict[str, Any]:
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(sl.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", part], env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory child {part!r} failed (rc {done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory() -> Section:
+    grow, churn = run_child("growth"), run_child("churn")
+    n, raw, growth = grow["streams"], grow["raw_bytes"], grow["growth_bytes"]
+    budget = 1.5 * raw + 200 * n
+    rate = n / grow["seconds_wall"]
+    checkpoints = churn["checkpoints"]
+    first = checkpoints[0]["resident_bytes"]
+    flat = all(p["resident_bytes"] <= 1.05 * first for p in checkpoints[1:]) and len(checkpoints) > 1
+    table: list[list[object]] = [
+        ["a. streams", f"{n:,}"],
+        ["   raw carry bytes (h, c float32)", f"{raw / MiB:,.0f} MiB"],
+        ["   resident growth", f"{growth / MiB:,.0f} MiB ({growth / raw:.2f}x raw, "
+                               f"{(growth - raw) / n:.0f} B/stream over raw)"],
+        ["   budget 1.5x raw + 200 B/stream", f"{budget / MiB:,.0f} MiB: {'met' if growth <= budget else 'MISSED'}"],
+        ["   new streams fed", f"{rate:,.0f} rows/s (wall), {n / grow['seconds_cpu']:,.0f} rows/s (CPU); "
+                              f"goal >= 200,000"],
+        ["b. churn, max_streams=100,000", f"{churn['rows']:,} new keys, {churn['rows'] / churn['seconds_wall']:,.0f} "
+                                          f"rows/s (wall)"]]
+    for point in checkpoints:
+        rss = point["resident_bytes"]
+        table.append([f"   after {point['keys_fed']:,} keys ({point['streams']:,} streams)",
+                      f"RSS {rss / MiB:,.0f} MiB (growth {(rss - churn['baseline_bytes']) / MiB:,.0f} MiB, "
+                      f"{rss / first - 1:+.1%} vs when full)"])
+    last = checkpoints[-1]["resident_bytes"]
+    goals = [Goal("7a", "resident growth <= 1.5x raw + 200 B/stream (1M streams x 64 units)",
+                  f"{growth / MiB:,.0f} MiB of {budget / MiB:,.0f} MiB", growth <= budget),
+             Goal("7a", "new streams fed >= 200,000 rows/s", f"{rate:,.0f} rows/s", rate >= 200_000),
+             Goal("7b", "churn at max_streams=100,000: RSS does not grow (<= +5%)",
+                  f"{last / first - 1:+.1%} after {checkpoints[-1]['keys_fed']:,} keys", flat)]
+    figures = {"growth": {**grow, "budget_bytes": budget, "growth_vs_raw": growth / raw,
+                          "bytes_per_stream_over_raw": (growth - raw) / n, "rows_per_s": rate,
+                          "rows_per_s_cpu": n / grow["seconds_cpu"]},
+               "churn": churn}
+    return Section("Memory, each part in a fresh process (resident set growth)", ["measure", "value"], table,
+                   figures, goals)
+
+
+def machine() -> dict[str, Any]:
+    return {"streamlstm": sl.__version__, "torch": torch.__version__, "pyarrow": pa.__version__,
+            "numpy": np.__version__, "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
-    parser.add_argument("--skip-memory", action="store_true", help="skip the 1,000,000-stream memory check")
-    parser.add_argument("--sections", default="1234", help="which sections to run, e.g. 12")
+    parser.add_argument("--skip-memory", action="store_true", help="skip section 7 (memory)")
+    parser.add_argument("--sections", default="1234567", help="which sections to run, e.g. 137")
+    parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
+    parser.add_argument("--child", choices=("growth", "churn"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps((child_growth if args.child == "growth" else child_churn)()))
+        return
     rounds = 5 if args.quick else 15
+    calls = 2000 if args.quick else 10_000
     torch.set_num_threads(torch.get_num_threads())
-    print(f"streamlstm {sl.__version__}, torch {torch.__version__}, pyarrow {pa.__version__}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads\n")
-    if "1" in args.sections:
-        print("1. 10,000 streams x 1 row, F=32, units=64 (rows/s; share of raw LSTMCell; goal >= 90%)")
-        print_table(["contender", "rows/s (wall)", "vs raw (wall)", "vs raw (CPU)"], fleet(rounds))
-    if "2" in args.sections:
-        print("\n2. 1 stream, 1 row per feed (median latency; goal <= 2.5x)")
-        print_table(["contender", "wall", "vs raw", "CPU", "vs raw (CPU)"], latency(rounds))
-    if "3" in args.sections:
-        print("\n3. 1,000 streams x 100 rows per batch, chunk mode (rows/s; goal >= 85%)")
-        print_table(["contender", "rows/s (wall)", "vs raw (wall)", "vs raw (CPU)"], replay(rounds))
-    if "4" in args.sections and not args.skip_memory:
-        print("\n4. Memory, 1,000,000 streams of 64 units")
-        print_table(["measure", "value"], memory())
+    info = machine()
+    print(f"streamlstm {info['streamlstm']}, torch {info['torch']}, pyarrow {info['pyarrow']}, {info['cpu']}, "
+          f"{info['cpus']} CPUs, {info['threads']} threads\n")
+    sections: dict[str, Callable[[], Section]] = {
+        "1": lambda: fleet(rounds), "2": lambda: small_fleet(rounds), "3": lambda: live_traffic(rounds),
+        "4": lambda: latency(calls, "auto", "4"), "5": lambda: latency(calls, "chunk", "5"),
+        "6": lambda: replay(rounds), "7": memory}
+    results: dict[str, Any] = {"machine": info, "quick": args.quick, "sections": {}, "goals": []}
+    goals: list[Goal] = []
+    for number, run in sections.items():
+        if number not in args.sections or (number == "7" and args.skip_memory):
+            continue
+        section = run()
+        print(f"{number}. {section.title}")
+        print_table(section.headers, section.rows)
+        print()
+        goals += section.goals
+        results["sections"][number] = {"title": section.title, "figures": section.figures}
+    if goals:
+        print("Goals")
+        print_table(["section", "goal", "measured", "status"],
+                    [[g.section, g.goal, g.value, "met" if g.met else "MISSED"] for g in goals])
+    results["goals"] = [g.__dict__ for g in goals]
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=1)
+        print(f"\nfigures written to {args.json}")
 
 
 if __name__ == "__main__":
