@@ -220,7 +220,12 @@ class LSTMCell(Layer):
     def is_standard(self) -> bool:
         """activation tanh and recurrent_activation sigmoid: PyTorch's native kernels (and cuDNN) compute
         this cell, so the fused paths may take it."""
-        return activations.is_tanh(self.activation) and activations.is_sigmoid(self.recurrent_activation)
+        activation, recurrent_activation = self.activation, self.recurrent_activation
+        cached = self.__dict__.get("_standard")   # (activation, recurrent_activation, answer)
+        if cached is None or cached[0] is not activation or cached[1] is not recurrent_activation:
+            answer = activations.is_tanh(activation) and activations.is_sigmoid(recurrent_activation)
+            cached = self.__dict__["_standard"] = (activation, recurrent_activation, answer)
+        return cached[2]
 
     def input_dropout_masks(self, like: torch.Tensor) -> list[torch.Tensor]:
         """This call's input dropout masks for inputs like ``like`` [batch, input_dim] (drawn once per
@@ -230,7 +235,8 @@ class LSTMCell(Layer):
     def torch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(kernel.T, recurrent_kernel.T)`` made contiguous (torch's layout, which the native cell reads
         fastest), detached, cached until the weights change (in-place updates bump ``_version``)."""
-        kernel, recurrent = self.kernel, self.recurrent_kernel
+        params = self._parameters
+        kernel, recurrent = params["kernel"], params["recurrent_kernel"]
         stamp = (_version(kernel), _version(recurrent), kernel.data_ptr(), recurrent.data_ptr())
         cached = self.__dict__.get("_torch_layout")
         if cached is None or cached[0] != stamp:
@@ -249,7 +255,7 @@ class LSTMCell(Layer):
             return h_new, c_new
         if x.shape[0] <= SMALL_BATCH:
             weight_ih, weight_hh = self.torch_weights()
-            return native_cell(x, h, c, weight_ih, weight_hh, self.bias)
+            return native_cell(x, h, c, weight_ih, weight_hh, self._parameters.get("bias"))
         return standard_gates_(self.project_inputs(x, False).addmm_(h, self.recurrent_kernel), c)
 
     def forward(self, inputs: Any, states: Any, training: bool | None = None):

@@ -15,6 +15,7 @@ import torch
 from streamlstm.runtime.compute import run_stage_chunk, run_stage_step
 from streamlstm.runtime.model_plan import MaskingStage, ModelPlan, RecurrentStage
 from streamlstm.runtime.segments import RowPlan, step_layout
+from streamlstm.runtime.slabs import contiguous_start
 from streamlstm.runtime.store import StreamStore
 
 __all__ = ["Outcome", "execute"]
@@ -60,7 +61,7 @@ def _segment_slots(rows: RowPlan, key_slots: np.ndarray, order: np.ndarray | Non
 
 def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch.device):
     """Where a stage's segments read their carries and how its rows are ordered: (seg_slots, carry,
-    perm, final_of_key, step layout)."""
+    perm, final_of_key, step layout, first slot when the slots are consecutive)."""
     layout = step_layout(rows) if step else None
     seg_slots, carry = _segment_slots(rows, key_slots, None if layout is None else layout.seg_order)
     if step:
@@ -71,7 +72,8 @@ def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch
         perm = None if keep_order else _index(rows.proc_rows, device)
         final_of_key = rows.key_last_seg if rows.proc_rows is not None else None
     final_of_key = None if final_of_key is None else _index(final_of_key, device)
-    return seg_slots, carry, perm, final_of_key, layout
+    start = contiguous_start(seg_slots) if carry is None else None
+    return seg_slots, carry, perm, final_of_key, layout, start
 
 
 def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: RowPlan, key_slots: np.ndarray,
@@ -81,8 +83,8 @@ def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: Row
     arrangement = memo.get((stage.go_backwards, step))
     if arrangement is None:
         arrangement = memo[(stage.go_backwards, step)] = _arrangement(rows, key_slots, step, device)
-    seg_slots, carry, perm, final_of_key, layout = arrangement
-    states, has = store.gather(number, seg_slots, carry, mask is not None)
+    seg_slots, carry, perm, final_of_key, layout, start = arrangement
+    states, has = store.gather(number, seg_slots, carry, mask is not None, start)
     h_p = h if perm is None else h.index_select(0, perm)
     m_p = mask if perm is None or mask is None else mask.index_select(0, perm)
     if step:

@@ -22,29 +22,21 @@ def python_key(value: Any) -> Any:
 
 
 def _host(tensor: torch.Tensor) -> np.ndarray:
-    if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
-        tensor = tensor.to("cpu", torch.float32)
-    return tensor.detach().numpy()
+    if tensor.dtype is not torch.float32 or not tensor.is_cpu or tensor.requires_grad:
+        tensor = tensor.detach().to("cpu", torch.float32)
+    return tensor.numpy()
 
 
 class OutputBuilder:
     """Builds every output batch of a runtime: the key column, the time column when configured,
     ``output`` and the optional ``h_<i>``/``c_<i>`` columns, one row per input row. The schema is a
-    function of the configuration and the input's column types only (cached per input schema)."""
+    function of the configuration and the input's column types only (never of its nullability or
+    metadata)."""
 
     def __init__(self, key: str, time: str | None, widths: list[tuple[str, int]]) -> None:
         self.key, self.time, self.widths = key, time, widths
-        self._schemas: dict[tuple[pa.DataType, pa.DataType | None], pa.Schema] = {}
-
-    def _schema(self, key_type: pa.DataType, time_type: pa.DataType | None) -> pa.Schema:
-        schema = self._schemas.get((key_type, time_type))
-        if schema is None:
-            fields = [pa.field(self.key, key_type)]
-            if self.time is not None:
-                fields.append(pa.field(self.time, time_type))
-            fields += [pa.field(name, pa.list_(pa.float32(), size)) for name, size in self.widths]
-            schema = self._schemas[(key_type, time_type)] = pa.schema(fields)
-        return schema
+        # Fields made from names alone: nullable, no metadata, whatever the input's fields say.
+        self.names = [key] + ([] if time is None else [time]) + [name for name, _ in widths]
 
     def build(self, keys: pa.Array, time_column: pa.Array | None, values: list[torch.Tensor] | None,
               kept: np.ndarray | None) -> pa.RecordBatch:
@@ -54,15 +46,14 @@ class OutputBuilder:
         arrays = [keys] if self.time is None else [keys, time_column]
         for index, (_, size) in enumerate(self.widths):
             data = np.zeros((0, size), np.float32) if values is None else _host(values[index])
-            if kept is None and len(data) == rows:
-                arrays.append(fixed_list(data))
+            if kept is None and len(data) == rows:   # the common case, without fixed_list's checks
+                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(data.reshape(-1)), size))
             else:
                 padded = np.zeros((rows, size), np.float32)
                 valid = np.zeros(rows, bool) if kept is None else kept
                 padded[valid] = data
                 arrays.append(fixed_list(padded, valid))
-        return pa.RecordBatch.from_arrays(arrays, schema=self._schema(keys.type, None if time_column is None
-                                                                      else time_column.type))
+        return pa.RecordBatch.from_arrays(arrays, names=self.names)
 
 
 def summary(stats: dict[str, Any], layers: list[str], device: Any, mode: str) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ from streamlstm.runtime.eviction import Eviction
 from streamlstm.runtime.execute import Outcome, execute
 from streamlstm.runtime.keys import KeyIndex, Lookup
 from streamlstm.runtime.model_plan import build_plan
-from streamlstm.runtime.schema import Columns, ParsedBatch, describe_key, key_kind, parse_batch
+from streamlstm.runtime.schema import BatchParser, Columns, ParsedBatch, describe_key, key_kind
 from streamlstm.runtime.segments import RowPlan, late_rows, plan_rows
 from streamlstm.runtime.store import Placement, Stamp, StreamStore
 from streamlstm.runtime.stream_state import StreamStateMixin
@@ -115,6 +115,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
                  return_state: bool = False, capacity: int = 1024, key_groups: int = 128,
                  clock: Callable[[], float] = _time.monotonic) -> None:
         self._columns = _columns(key, features, mask, reset, end, time)
+        self._parser = BatchParser(self._columns)
         if mode not in _MODES:
             raise ConfigError(f"`mode` must be one of {', '.join(_MODES)}, got {mode!r}")
         if late not in ("raise", "drop"):
@@ -201,9 +202,9 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
 
     def _feed(self, batch: Any) -> pa.RecordBatch:
         store = self._store
-        parsed = parse_batch(batch, self._columns, width=self._plan.input_dim,
-                             expected_key_kind=None if store is None else store.key_kind,
-                             time_type=self._time_type, allow_nonfinite=self.allow_nonfinite)
+        parsed = self._parser.parse(batch, width=self._plan.input_dim,
+                                    expected_key_kind=None if store is None else store.key_kind,
+                                    time_type=self._time_type, allow_nonfinite=self.allow_nonfinite)
         if parsed.num_rows == 0:
             return _empty_output(parsed, self._columns) if self._output is None else \
                 self._output.build(parsed.keys, parsed.time_column, None, None)
@@ -277,6 +278,8 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
 
     def _remember(self, parsed: ParsedBatch, plan: _BatchPlan, slots: np.ndarray) -> None:
         """Keep the plan for the next batch with the same keys, now that every key has its slot."""
+        if plan is self._recent and plan.generation == self._store.generation:
+            return   # still valid: the same keys again
         self._recent = None
         if not _plain(parsed) or plan.rows.key_released.any():
             return

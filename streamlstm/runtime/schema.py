@@ -33,7 +33,7 @@ import pyarrow as pa
 from streamlstm.arrow import as_record_batch
 from streamlstm.errors import SchemaError, StreamError
 
-__all__ = ["Columns", "ParsedBatch", "key_kind", "parse_batch", "describe_key"]
+__all__ = ["BatchParser", "Columns", "ParsedBatch", "describe_key", "key_kind", "parse_batch"]
 
 
 @dataclass(frozen=True)
@@ -154,10 +154,7 @@ def _scalar_features(batch: pa.RecordBatch, names: tuple[str, ...], width: int |
 
 
 def _check_finite(x: np.ndarray, name: str, keys: pa.Array) -> None:
-    flat = x.reshape(-1)
-    # x . x is NaN or Inf when a value is (or when huge finite values overflow: then the full check
-    # decides); one BLAS call is several times cheaper than a ufunc reduction on short rows.
-    if flat.size and not math.isfinite(float(np.dot(flat, flat))) and not np.isfinite(x).all():
+    if not _finite(x):
         row, col = (int(v[0]) for v in np.nonzero(~np.isfinite(x)))
         raise StreamError(f"column {name!r} has a non-finite value ({x[row, col]}) at row {row}, feature {col} "
                           f"(stream {describe_key(keys, row)}); pass allow_nonfinite=True to accept NaN/Inf")
@@ -176,6 +173,46 @@ def time_values(array: pa.Array, name: str, expected_type: pa.DataType | None) -
         storage = pa.int32() if kind == pa.date32() else pa.int64()
         return array.view(storage).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     raise SchemaError(f"time column {name!r} must be an integer, float, timestamp, date or duration, got {kind}")
+
+
+class BatchParser:
+    """:func:`parse_batch` for one runtime, remembering the last schema it accepted: a stream of
+    batches with one schema has its column types checked once, and each batch then costs only the
+    per-row checks (nulls, finiteness) and the conversion to numpy."""
+
+    def __init__(self, columns: Columns) -> None:
+        self.columns = columns
+        self._accepted: tuple[pa.Schema, int, int, Any] | None = None   # schema, key, features, settings
+
+    def parse(self, batch: Any, *, width: int | None, expected_key_kind: str | None,
+              time_type: pa.DataType | None, allow_nonfinite: bool) -> ParsedBatch:
+        accepted, columns = self._accepted, self.columns
+        simple = type(batch) is pa.RecordBatch and columns.mask is None and columns.reset is None \
+            and columns.end is None and columns.time is None and isinstance(columns.features, str)
+        settings = (width, expected_key_kind, allow_nonfinite)
+        if simple and accepted is not None and accepted[3] == settings and batch.schema.equals(accepted[0]):
+            keys, array = batch.column(accepted[1]), batch.column(accepted[2])
+            if not keys.null_count and not array.null_count:
+                size = array.type.list_size
+                values = array.values.slice(array.offset * size, len(array) * size)
+                if not values.null_count:
+                    x = values.to_numpy(zero_copy_only=True).reshape(len(array), size)
+                    if x.dtype != np.float16 and (allow_nonfinite or _finite(x)):
+                        return ParsedBatch(len(keys), keys, x)
+        parsed = parse_batch(batch, columns, width=width, expected_key_kind=expected_key_kind,
+                             time_type=time_type, allow_nonfinite=allow_nonfinite)
+        if simple and not pa.types.is_dictionary(parsed.keys.type):
+            schema = batch.schema
+            self._accepted = (schema, schema.get_field_index(columns.key), schema.get_field_index(columns.features),
+                              settings)
+        return parsed
+
+
+def _finite(x: np.ndarray) -> bool:
+    flat = x.reshape(-1)
+    # x . x is NaN or Inf when a value is (or when huge finite values overflow: then the full check
+    # decides); one BLAS call is several times cheaper than a ufunc reduction on short rows.
+    return not flat.size or math.isfinite(float(np.dot(flat, flat))) or bool(np.isfinite(x).all())
 
 
 def parse_batch(batch: Any, columns: Columns, *, width: int | None, expected_key_kind: str | None,

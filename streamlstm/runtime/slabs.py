@@ -91,12 +91,13 @@ class CarrySlabs:
         return slots * (per_row + len(self.stage_sizes))
 
     # -- reading ----------------------------------------------------------------------------------
-    def gather(self, stage: int, slots: np.ndarray, carry: np.ndarray | None,
-               need_has: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    def gather(self, stage: int, slots: np.ndarray, carry: np.ndarray | None, need_has: bool,
+               start: int | None = -1) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Initial carries of ``stage`` for rows that read ``slots``: the stored ones where ``carry``
         (None = all), zeros elsewhere. Results may be views of the slabs (compute never writes its
-        inputs in place); ``has`` is returned only when ``need_has``."""
-        start = contiguous_start(slots) if carry is None else None
+        inputs in place); ``has`` is returned only when ``need_has``. ``start``: as for :meth:`write`."""
+        if start == -1:
+            start = contiguous_start(slots) if carry is None else None
         if start is not None:
             states, has = self.views(stage, start, len(slots))
             return states, has if need_has else None

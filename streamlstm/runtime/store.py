@@ -149,11 +149,11 @@ class StreamStore:
             return np.empty(0, np.int64)
         return self._index.slot_keys[slots]
 
-    def gather(self, stage: int, slots: np.ndarray, carry: np.ndarray | None,
-               need_has: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    def gather(self, stage: int, slots: np.ndarray, carry: np.ndarray | None, need_has: bool,
+               start: int | None = -1) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Carries of ``stage`` read at ``slots`` (zeros where ``carry`` is False); see
         :meth:`CarrySlabs.gather`."""
-        return self.slabs.gather(stage, slots, carry, need_has)
+        return self.slabs.gather(stage, slots, carry, need_has, start)
 
     def read(self, slots: np.ndarray) -> list[tuple[list[np.ndarray], np.ndarray]]:
         """Copies of the carries of ``slots``: per stage, the flat states and ``has_output``."""
