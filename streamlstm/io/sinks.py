@@ -82,6 +82,11 @@ class _Writer:
         self._writer: pa.ipc.RecordBatchFileWriter | pq.ParquetWriter | None = None
         self.rows = 0
 
+    @property
+    def started(self) -> bool:
+        """Whether a batch was written (the file exists, with its schema)."""
+        return self._writer is not None
+
     def write(self, batch: pa.RecordBatch) -> None:
         if self._writer is None:
             try:
@@ -124,7 +129,7 @@ class FileSink:
 
     def finish(self, empty: pa.Schema | None = None) -> Path:
         """Close, sync and rename into place; ``empty`` is the schema written when no row came."""
-        if self._writer._writer is None and empty is not None:
+        if not self._writer.started and empty is not None:
             self._writer.write(pa.RecordBatch.from_pylist([], schema=empty))
         self._writer.close()
         _fsync_file(self._writer.path)

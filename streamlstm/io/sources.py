@@ -63,6 +63,10 @@ class Source:
     files: tuple[str, ...]
     _read: Reader
 
+    def read(self, start_row: int, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
+        """The input's batches as stored, from row ``start_row`` on (no checks, no re-chunking)."""
+        return self._read(start_row, columns)
+
     def require_columns(self, names: Iterable[str | None]) -> None:
         """Raise :class:`SchemaError` naming the first of ``names`` the input lacks."""
         for name in names:
@@ -244,7 +248,7 @@ def _dataset(spec: str) -> Source:
                 continue
             part = opener(path)
             part.require_columns(columns or ())
-            yield from part._read(skip, columns)
+            yield from part.read(skip, columns)
             skip = 0
 
     return Source(spec, schema, sum(counts), tuple(files), read)

@@ -64,7 +64,7 @@ def save_keras(model: torch.nn.Module, path: str | Path) -> None:
         _layer_weights(layer, f"layers/{base}", weights)
     features = _input_features(layers[0] if not isinstance(layers[0], KerasMasking) else layers[1])
     # Keras needs a static batch size for stateful layers: the one the layer was built or first called with.
-    batch = next((layer._batch_size for layer in layers if isinstance(layer, RNN) and layer.stateful), None)
+    batch = next((layer.batch_size for layer in layers if isinstance(layer, RNN) and layer.stateful), None)
     dtype = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
     input_layer = {"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
                    "config": {"batch_shape": [batch, None, features], "dtype": "float32", "sparse": False,

@@ -27,8 +27,8 @@ import torch
 __all__ = ["gates", "native_cell", "native_sequence", "standard_gates_"]
 
 # Resolved once: ``torch._VF`` looks names up on every attribute access.
-_VF_LSTM_CELL = torch._VF.lstm_cell
-_VF_LSTM = torch._VF.lstm
+_VF_LSTM_CELL = torch._VF.lstm_cell  # noqa: SLF001 (torch's native kernels have no public name)
+_VF_LSTM = torch._VF.lstm  # noqa: SLF001
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 

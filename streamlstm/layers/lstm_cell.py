@@ -29,7 +29,7 @@ from streamlstm.layers.serialization import register
 __all__ = ["LSTMCell"]
 
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
-SMALL_BATCH = 64   # up to this many rows one native dispatch beats in-place gate math (many small ops)
+SMALL_BATCH = 512   # up to this many rows the native cell (one dispatch) beats in-place gate math (measured)
 
 
 def _version(tensor: torch.Tensor) -> int | None:

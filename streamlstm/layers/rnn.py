@@ -141,6 +141,12 @@ class RNN(Layer):
         """The stored states of a stateful layer (nested per cell for stacked cells), or None."""
         return None if self._states is None else self._nest(self._states)
 
+    @property
+    def batch_size(self) -> int | None:
+        """The batch size a stateful layer is fixed to (from ``input_shape``/``build`` or its first
+        call), or None while unknown."""
+        return self._batch_size
+
     def reset_states(self, states: Any = None) -> None:
         """Set a stateful layer's states to zeros, or to ``states`` (checked against the batch size)."""
         if not self.stateful:

@@ -44,10 +44,20 @@ class _BatchPlan:
     row_plans: dict[bool, RowPlan]
     generation: int = -1
     memo: dict = field(default_factory=dict)
+    committed: np.ndarray | None = None   # the keys' slots after the commit, when some were new
 
     @property
     def rows(self) -> RowPlan:
         return next(iter(self.row_plans.values()))
+
+    def again(self) -> _BatchPlan:
+        """This plan for the next batch with the same keys: every key now has its slot."""
+        if self.committed is None:
+            return self
+        old, per_row = self.placement, self.committed[self.rows.key_of_row]
+        lookup = Lookup(per_row, per_row, np.empty(0, np.int64), old.lookup.distinct)
+        placement = Placement(old.keys, old.kind, lookup, old.key_rows, self.committed, old.released)
+        return _BatchPlan(placement, self.row_plans, self.generation)
 
 
 class StreamRuntime(StreamStateMixin, TransferMixin):
@@ -69,9 +79,10 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         time (str, None): per stream strictly increasing across rows and batches (integer, float,
             timestamp, date or duration column).
         mode (str, "auto"): "step", "chunk" or "auto". All give the same numbers to float rounding.
-            "auto" takes step mode when every stream has at most a few rows in the batch and chunk
-            mode (PyTorch's sequence kernel) for longer runs; batches of at most 64 rows always take
-            step mode, whose cost there is a few kernel calls.
+            "auto" takes step mode (one batched cell step per round of rows) when streams have at
+            most two rows in the batch, or when padding every stream's rows to the longest would
+            mostly compute padding; chunk mode (PyTorch's sequence kernel) otherwise. Batches of at
+            most 64 rows always take step mode, whose cost there is a few kernel calls.
         device (str | torch.device, None): where carries and compute live; the model is moved there.
             Default: the model's device.
         late (str, "raise"): "raise" rejects a batch with a row at or before its stream's last time;
@@ -236,6 +247,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         if plain and recent is not None and recent.generation == store.generation:
             keys = recent.placement.keys
             if keys is parsed.keys or (len(keys) == len(parsed.keys) and keys.equals(parsed.keys)):
+                self._recent = recent = recent.again()
                 return recent
         kind = key_kind(parsed.keys.type)
         lookup = store.lookup(parsed.keys, kind) if store is not None else _new_lookup(parsed.keys, kind)
@@ -246,9 +258,15 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         return _BatchPlan(placement, row_plans)
 
     def _use_step(self, rows: RowPlan) -> bool:
+        """Step mode for "step", ``return_state`` and tiny batches; in "auto" mode also when padding
+        the segments to one length would mostly compute padding (step mode's rounds then cost less
+        than the sequence kernel's wasted steps; measured in benchmarks/bench_runtime.py, section 3)."""
         if self.mode == "step" or self.return_state or rows.num_rows <= TINY_ROWS:
             return True
-        return self.mode == "auto" and rows.max_len <= 2
+        if self.mode == "chunk":
+            return False
+        steps = rows.max_len
+        return steps <= 2 or (steps <= 32 and rows.num_rows < 0.4 * rows.num_segments * steps)
 
     def _run(self, parsed: ParsedBatch, plan: _BatchPlan) -> Outcome:
         """Compute, then commit: the only place a feed changes stream state."""
@@ -283,11 +301,8 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         self._recent = None
         if not _plain(parsed) or plan.rows.key_released.any():
             return
-        if plan.generation != self._store.generation:
-            old, per_row = plan.placement, slots[plan.rows.key_of_row]
-            lookup = Lookup(per_row, per_row, np.empty(0, np.int64), old.lookup.distinct)
-            placement = Placement(old.keys, old.kind, lookup, old.key_rows, slots, old.released)
-            plan = _BatchPlan(placement, plan.row_plans, self._store.generation)
+        plan.generation = self._store.generation
+        plan.committed = None if plan.placement.settled else slots   # a new plan is made only if reused
         self._recent = plan
 
     def _tensors(self, parsed: ParsedBatch) -> tuple[torch.Tensor, torch.Tensor | None]:

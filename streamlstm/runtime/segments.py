@@ -135,6 +135,8 @@ def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: 
     n = len(group)
     if distinct:
         return _one_row_per_key(n, reset, end)
+    if (reset is None or not reset.any()) and (end is None or not end.any()):
+        return _one_segment_per_key(group, backwards)
     order, key_start = _order_by_key(group)
     life_start = key_start.copy()
     if end is not None:
@@ -169,6 +171,31 @@ def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: 
         key_last_seg=seg_of[key_last],
         key_released=end[order[key_last]] if end is not None else np.zeros(len(key_first), bool),
         key_of_row=key_of_row,
+    )
+    plan.layout = _layout(proc_rows, plan)
+    return plan
+
+
+def _one_segment_per_key(group: np.ndarray, backwards: bool) -> RowPlan:
+    """The plan when no row resets or ends a stream: each key's rows are one segment (the common case
+    of live traffic, with half the operations of the general plan)."""
+    n = len(group)
+    order, key_start = _order_by_key(group)
+    seg_first = np.flatnonzero(key_start)
+    seg_len = np.diff(np.append(seg_first, n))
+    key_of_p = np.cumsum(key_start) - 1
+    pos_in_seg = np.arange(n) - seg_first[key_of_p]
+    key_of_row = np.empty(n, np.int64)
+    key_of_row[order] = key_of_p
+    proc_rows = order
+    if backwards:   # each key's rows last to first
+        proc_rows = order[seg_first[key_of_p] + seg_len[key_of_p] - 1 - pos_in_seg]
+    keys = len(seg_len)
+    plan = RowPlan(
+        num_rows=n, proc_rows=proc_rows, seg_first=seg_first, seg_len=seg_len,
+        pos_in_seg=None if keys == n else pos_in_seg, seg_carry=np.ones(keys, bool),
+        seg_key=np.arange(keys), key_rows=order[seg_first], key_last_row=order[seg_first + seg_len - 1],
+        key_last_seg=np.arange(keys), key_released=np.zeros(keys, bool), key_of_row=key_of_row,
     )
     plan.layout = _layout(proc_rows, plan)
     return plan

@@ -77,7 +77,7 @@ def test_reset_selected_stream_and_all_from_another_thread():
         await from_thread(dash.controls.reset.click)
         await until(lambda: not runtime.state("b")[0][0].any(), what="stream b reset")
         np.testing.assert_array_equal(runtime.state("a")[0][0], before_a)
-        assert len(dash.history._resets) == 1
+        assert len(dash.history._resets) == 1  # noqa: SLF001 (what the heatmap draws as reset lines)
         await from_thread(dash.controls.reset_all.click)
         await until(lambda: not any(runtime.state(k)[0][0].any() for k in STREAMS), what="all streams reset")
         await dash.driver.flush()
@@ -211,7 +211,7 @@ def test_remaking_a_dashboard_with_the_same_key_or_runtime_stops_the_old_one():
         return runtime, rows, first, second, third
 
     runtime, rows, first, second, third = asyncio.run(scenario())
-    assert first.driver.stopped and first.driver._task.done() and first.controls.play.disabled
+    assert first.driver.stopped and first.driver._task.done() and first.controls.play.disabled  # noqa: SLF001
     assert "replaced by a newer dashboard" in first.controls.status.value
     assert runtime.stats()["rows"] == rows, "the old task feeds nothing more"
     assert sl.notebook.live_dashboards() == {"cell": second, "other": third}
@@ -222,14 +222,14 @@ def test_stop_ends_the_task_and_threads_and_ignores_later_clicks():
         dash = Dashboard(make_runtime(), endless(), key="stop", speed=100, play=True)
         await until(lambda: dash.rows > 0, what="playing")
         await from_thread(dash.stop)
-        await until(lambda: dash.driver._task.done(), what="the task to end")
+        await until(lambda: dash.driver._task.done(), what="the task to end")  # noqa: SLF001 (the asyncio task)
         dash.controls.step.click()
         await asyncio.sleep(0.1)
         return dash
 
     dash = asyncio.run(scenario())
     rows = dash.rows
-    assert dash.driver.state() == "stopped" and dash.driver.worker._shutdown
+    assert dash.driver.state() == "stopped" and dash.driver.worker._shutdown  # noqa: SLF001 (executor shut down)
     names = [t.name for t in threading.enumerate() if t.name.startswith("streamlstm-dashboard")]
     assert all(not t.is_alive() for t in threading.enumerate() if t.name in names) or not names
     assert dash.rows == rows

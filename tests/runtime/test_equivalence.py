@@ -117,7 +117,7 @@ def test_go_backwards_is_one_stateful_call_per_feed(rng, mode):
             with torch.no_grad():
                 reference_layer.reset_states(state)
                 out = reference_layer(x[rows][None], mask=mask[rows][None])[0].numpy()[::-1]
-                streams[key] = [s.clone() for s in reference_layer._states]
+                streams[key] = [s.clone() for s in reference_layer.states]
             np.testing.assert_allclose(got[rows], out, rtol=1e-5, atol=1e-6)
 
 

@@ -39,7 +39,7 @@ def _submit_together(batcher: MicroBatcher, batches: list[pa.RecordBatch]) -> li
         threads.append(threading.Thread(target=submit, args=(index,)))
         threads[-1].start()
         deadline = time.monotonic() + 10
-        while len(batcher._queue) + batcher.counters["batches"] <= index:  # queued in this order
+        while len(batcher._queue) + batcher.counters["batches"] <= index:  # noqa: SLF001 (queued in this order)
             assert time.monotonic() < deadline, "a submit never queued"
             time.sleep(0.0005)
     for thread in threads:
