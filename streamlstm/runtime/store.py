@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from streamlstm.arrow import as_tensor
 from streamlstm.errors import StateError
 from streamlstm.runtime.key_groups import key_group_of_hashes, stable_hash
 from streamlstm.runtime.keys import KeyIndex, Lookup
@@ -330,6 +331,6 @@ class StreamStore:
             getattr(self, name)[slots] = values
         device = self.slabs.device
         for stage, (states, has) in enumerate(carries):
-            self.slabs.write(stage, slots, [torch.as_tensor(s) for s in states], torch.as_tensor(has, device=device))
+            self.slabs.write(stage, slots, [as_tensor(s) for s in states], as_tensor(has).to(device))
         self.generation += 1
         return slots

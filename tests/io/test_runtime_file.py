@@ -1,0 +1,67 @@
+"""Runtime files: format_version 2 round trips; files of streamlstm 0.1 (format_version 1) still load
+and continue where they stopped (fixture written by tests/fixtures/generate_runtime_v1.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import streamlstm as sl
+from streamlstm.errors import ConfigError
+
+V1 = Path(__file__).parent.parent / "fixtures" / "runtime_v1"
+
+
+def read(path: Path) -> pa.RecordBatch:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).get_batch(0)
+
+
+def outputs(batch: pa.RecordBatch) -> np.ndarray:
+    column = batch.column("output")
+    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
+
+
+def test_a_version_1_file_loads_and_continues_like_the_runtime_that_wrote_it():
+    metadata = pa.ipc.open_file(str(V1 / "runtime.arrow")).schema.metadata
+    assert metadata[b"streamlstm.format_version"] == b"1"
+    runtime = sl.load_runtime(V1 / "runtime.arrow")
+    assert sorted(runtime.keys()) == ["a", "b", "c", "d"]
+    assert runtime.stats()["rows"] == 7 and runtime.stats()["batches"] == 2
+    expected = read(V1 / "next_outputs.arrow")
+    got = runtime.feed(read(V1 / "next_batch.arrow"))
+    assert got.schema.names == expected.schema.names
+    np.testing.assert_allclose(outputs(got), outputs(expected), rtol=1e-5, atol=1e-6)
+    streams = runtime.export_streams()
+    np.testing.assert_array_equal(streams.column("key_group").to_numpy(),
+                                  sl.key_group(streams.column("key"), runtime.key_groups))
+
+
+def test_a_version_1_file_keeps_its_streams_times():
+    runtime = sl.load_runtime(V1 / "runtime.arrow")
+    late = read(V1 / "next_batch.arrow").slice(1, 1)   # stream "d" at time 9 ...
+    runtime.feed(late)
+    with pytest.raises(sl.errors.StreamError, match=r"time column 't' must increase strictly per stream"):
+        runtime.feed(late)   # ... is not after 9
+
+
+def test_version_2_round_trip_is_exact(tmp_path):
+    runtime = sl.load_runtime(V1 / "runtime.arrow")
+    sl.save_runtime(runtime, tmp_path / "v2.arrow")
+    assert pa.ipc.open_file(str(tmp_path / "v2.arrow")).schema.metadata[b"streamlstm.format_version"] == b"2"
+    again = sl.load_runtime(tmp_path / "v2.arrow")
+    following = read(V1 / "next_batch.arrow")
+    np.testing.assert_array_equal(outputs(again.feed(following)), outputs(runtime.feed(following)))
+    assert again.stats()["rows"] == runtime.stats()["rows"]
+
+
+def test_an_unknown_format_version_is_refused(tmp_path):
+    table = pa.ipc.open_file(str(V1 / "runtime.arrow")).read_all()
+    metadata = {**table.schema.metadata, b"streamlstm.format_version": b"99"}
+    with pa.ipc.new_file(str(tmp_path / "future.arrow"), table.schema.with_metadata(metadata)) as writer:
+        writer.write_table(table)
+    with pytest.raises(ConfigError, match=r"format_version 99 is not supported \(this streamlstm reads 1, 2\)"):
+        sl.load_runtime(tmp_path / "future.arrow")
