@@ -5,7 +5,7 @@ A checkpoint directory holds:
 ======================== ===========================================================================
 ``checkpoint.json``      the commit record (below); replacing it (temp + fsync + rename) is the one
                          atomic step that moves a checkpoint forward
-``runtime-NNNNNN.state`` the :meth:`StreamRuntime.save` file the record names
+``runtime-NNNNNN.state`` the :func:`streamlstm.save_runtime` file the record names
 ``output/part-*.arrows`` Parquet output only: the output rows of each checkpoint interval (see
                          :mod:`streamlstm.io.sinks`; Arrow output is synced in place instead)
 ======================== ===========================================================================
@@ -35,7 +35,7 @@ __all__ = ["Checkpoint", "CheckpointRecord", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _RECORD = "checkpoint.json"
-# The state files, and the temp files StreamRuntime.save leaves when killed mid-write.
+# The state files, and the temp files save_runtime leaves when killed mid-write.
 _STATE = re.compile(r"\.?runtime-(\d{6})\.state(\..*\.tmp)?$")
 
 

@@ -2,7 +2,7 @@
 
 A server's checkpoint directory is a :class:`streamlstm.io.checkpoint.Checkpoint` directory without
 output parts: ``checkpoint.json`` (the commit record) names ``runtime-NNNNNN.state`` (a
-:meth:`StreamRuntime.save` file). In the record, ``batches`` is the server's *version* (state
+:func:`streamlstm.save_runtime` file). In the record, ``batches`` is the server's *version* (state
 changes: micro-batches fed and resets, counted since the first start), ``input_rows`` the rows fed, and
 ``run`` the model file's digest and the runtime options, which a resumed server must match.
 
