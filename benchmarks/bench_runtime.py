@@ -5,7 +5,8 @@ slows them alike; each figure is a median over rounds (latencies: median and p99
 contenders taking turns in blocks). Only the public API is used (``StreamRuntime``, ``feed``, ``len``),
 so the same script measures any version of the runtime. Run: ``python benchmarks/bench_runtime.py``
 (``--quick``: fewer rounds; ``--sections 137``: some sections; ``--skip-memory``: no section 7;
-``--json PATH``: every figure, for comparing runs). A goals summary (met / MISSED) ends the output.
+``--json PATH``: every figure, for comparing runs; ``--before PATH``: show an earlier run's figures, e.g.
+of the previous version, beside this run's). A goals summary (met / MISSED) ends the output.
 
 1. Fleet: 10,000 streams x 1 row per batch, F=32, units=64: ``feed`` rows/s in each mode against raw
    ``torch.nn.LSTMCell`` on a [10000, 32] batch (goal: auto mode >= 140% of raw), and a naive runtime
@@ -172,11 +173,7 @@ def fleet(rounds: int) -> Section:
             return cell(x, (h, c))
 
     baseline = "raw LSTMCell [10000, 32]"
-    contenders: dict[str, Callable[[], object]] = {baseline: raw}
-    for mode in ("step", "chunk", "auto"):
-        contenders[f"feed mode={mode}, same order"] = cycle(
-            sl.StreamRuntime(layer, key="id", features="x", mode=mode).feed, same)
-    contenders["feed mode=auto, shuffled"] = cycle(sl.StreamRuntime(layer, key="id", features="x").feed, shuffled)
+    contenders: dict[str, Callable[[], object]] = {baseline: raw, **feed_contenders(layer, same, shuffled)}
     strings = [b.set_column(0, "id", pa.array([f"sensor-{k}" for k in b.column(0).to_pylist()])) for b in shuffled]
     contenders["feed mode=auto, shuffled string keys"] = cycle(
         sl.StreamRuntime(layer, key="id", features="x").feed, strings)
@@ -187,6 +184,16 @@ def fleet(rounds: int) -> Section:
              for name in ("feed mode=auto, same order", "feed mode=auto, shuffled")]
     return Section("10,000 streams x 1 row, F=32, units=64 (rows/s; share of raw LSTMCell; goal: auto >= 140%)",
                    RATE_HEADERS, table, figures, goals)
+
+
+def feed_contenders(model: torch.nn.Module, same: list[pa.RecordBatch],
+                    shuffled: list[pa.RecordBatch]) -> dict[str, Callable[[], object]]:
+    """A runtime per mode fed the same order every batch, and one in auto mode fed shuffled keys."""
+    contenders = {f"feed mode={mode}, same order": cycle(sl.StreamRuntime(model, key="id", features="x",
+                                                                          mode=mode).feed, same)
+                  for mode in ("step", "chunk", "auto")}
+    contenders["feed mode=auto, shuffled"] = cycle(sl.StreamRuntime(model, key="id", features="x").feed, shuffled)
+    return contenders
 
 
 def small_fleet(rounds: int) -> Section:
@@ -206,11 +213,7 @@ def small_fleet(rounds: int) -> Section:
             return head(cell(x, (h, c))[0])
 
     baseline = "raw LSTMCell [100, 8] + Linear"
-    contenders: dict[str, Callable[[], object]] = {baseline: raw}
-    for mode in ("step", "chunk", "auto"):
-        contenders[f"feed mode={mode}, same order"] = cycle(
-            sl.StreamRuntime(model, key="id", features="x", mode=mode).feed, same)
-    contenders["feed mode=auto, shuffled"] = cycle(sl.StreamRuntime(model, key="id", features="x").feed, shuffled)
+    contenders: dict[str, Callable[[], object]] = {baseline: raw, **feed_contenders(model, same, shuffled)}
     table, figures = rate_rows(interleaved(contenders, 3 * rounds, 20), n, baseline)
     goals = [Goal("2", f"{name}: >= 80% of raw LSTMCell + Linear", f"{figures[name]['vs_raw_wall']:.0%}",
                   figures[name]["vs_raw_wall"] >= 0.80)
@@ -431,12 +434,21 @@ def machine() -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
+def _goals_of(path: str) -> dict[tuple[str, str], str]:
+    """(section, goal) -> measured value of an earlier run's --json file."""
+    with open(path) as source:
+        return {(g["section"], g["goal"]): g["value"] for g in json.load(source)["goals"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--skip-memory", action="store_true", help="skip section 7 (memory)")
     parser.add_argument("--sections", default="1234567", help="which sections to run, e.g. 137")
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
+    parser.add_argument("--before", metavar="PATH",
+                        help="a --json file of an earlier run (e.g. of the previous version): the goals table "
+                             "then shows its figure beside this run's")
     parser.add_argument("--child", choices=("growth", "churn"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -465,8 +477,11 @@ def main() -> None:
         results["sections"][number] = {"title": section.title, "figures": section.figures}
     if goals:
         print("Goals")
-        print_table(["section", "goal", "measured", "status"],
-                    [[g.section, g.goal, g.value, "met" if g.met else "MISSED"] for g in goals])
+        before = _goals_of(args.before) if args.before else None
+        headers = ["section", "goal"] + (["before"] if before is not None else []) + ["measured", "status"]
+        print_table(headers, [[g.section, g.goal] + ([before.get((g.section, g.goal), "-")] if before is not None
+                                                      else []) + [g.value, "met" if g.met else "MISSED"]
+                              for g in goals])
     results["goals"] = [g.__dict__ for g in goals]
     if args.json:
         with open(args.json, "w") as out:
