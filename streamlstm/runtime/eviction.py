@@ -47,6 +47,10 @@ class Eviction:
         self.clock = clock
         self._next_due: float = -np.inf   # no TTL eviction can happen before this batch number / time
 
+    def reschedule(self) -> None:
+        """Forget when the next stream can expire (streams were added with their own idle times)."""
+        self._next_due = -np.inf
+
     @property
     def active(self) -> bool:
         return self.ttl_batches is not None or self.ttl_seconds is not None or self.max_streams is not None

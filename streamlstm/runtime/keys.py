@@ -42,7 +42,6 @@ class Lookup:
     distinct: bool
     hashes: np.ndarray | None = None
 
-__all__ = ["KeyIndex", "Lookup"]
 
 def _plain_strings(keys: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(keys.type):

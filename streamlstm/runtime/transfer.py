@@ -68,6 +68,18 @@ def _fixed(column: Any, name: str, width: int) -> np.ndarray:
     return values
 
 
+def _check_weights(given: dict[str, Any], current: dict[str, Any]) -> None:
+    """The same weight names and shapes as the model has, or a StateError naming the first difference."""
+    if not isinstance(given, dict) or set(given) != set(current):
+        missing, extra = sorted(set(current) - set(given or {})), sorted(set(given or {}) - set(current))
+        raise StateError(f"`state['model']` must hold this model's weights: missing {missing}, unexpected {extra}")
+    for name, value in current.items():
+        shape = tuple(getattr(given[name], "shape", ()))
+        if shape != tuple(value.shape):
+            raise StateError(f"`state['model']` weight {name!r} has shape {shape}, this model's has "
+                             f"{tuple(value.shape)}")
+
+
 class TransferMixin:
     """:meth:`export_streams`, :meth:`import_streams`, :meth:`state_dict` and :meth:`load_state_dict`
     of :class:`StreamRuntime`."""
@@ -127,6 +139,7 @@ class TransferMixin:
             if not len(keys):
                 return 0
             self._store.import_streams(kind, keys, columns, carries)
+            self._eviction.reschedule()
             self._recent = None
             return len(keys)
 
@@ -143,6 +156,8 @@ class TransferMixin:
             raise SchemaError(f"streams table lacks column(s) {missing}; it has {table.column_names}")
         key_column = table.column("key").combine_chunks()
         kind, expected = key_kind(key_column.type), self._store.key_kind
+        if not len(key_column) and kind is not None:   # nothing to add (e.g. the export of an empty shard)
+            kind = expected or kind
         if kind is None or (expected is not None and kind != expected):
             want = "integer or string" if expected is None else ("integer" if expected == "int" else "string")
             raise SchemaError(f"streams column 'key' must be {want}, got {key_column.type}")
@@ -152,7 +167,7 @@ class TransferMixin:
             np.array(key_column.cast(pa.large_string()).to_pylist(), dtype=object)
         unique, counts = np.unique(keys if kind == "int" else keys.astype(str), return_counts=True)
         if (counts > 1).any():
-            raise StateError(f"streams table has key {unique[counts > 1][0]!r} more than once")
+            raise StateError(f"streams table has key {unique[counts > 1][0].item()!r} more than once")
         held = [k for k in keys.tolist() if self._store.find(k) >= 0]
         if held:
             raise StateError(f"stream {held[0]!r} is already held by this runtime ({len(held)} of the imported "
@@ -223,13 +238,17 @@ class TransferMixin:
             self._make_store()
             self.counters = dict(state["counters"])
             self.busy_seconds = float(state["busy_seconds"])
+            weights = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
             try:
+                _check_weights(state["model"], weights)
                 if state.get("key_kind") is not None:
                     self._store.set_key_kind(state["key_kind"])
                 self.import_streams(state["streams"])
                 self.model.load_state_dict(state["model"])
-            except Exception:
+            except BaseException:
                 self._store, self.counters, self.busy_seconds, self._time_type = old
+                self.model.load_state_dict(weights)
                 raise
             finally:
                 self._recent = None
+                self._eviction.reschedule()
