@@ -25,7 +25,7 @@ import torch
 from streamlstm.runtime.model_plan import RecurrentStage
 from streamlstm.runtime.segments import RowPlan, StepLayout
 
-__all__ = ["StageResult", "run_stage_chunk", "run_stage_step"]
+__all__ = ["StageResult", "cells_step", "run_stage_chunk", "run_stage_step"]
 
 
 @dataclass
@@ -80,7 +80,7 @@ def run_stage_chunk(stage: RecurrentStage, x: torch.Tensor, plan: RowPlan, state
     return StageResult(out, list(final), new_has)
 
 
-def _cells_step(stage: RecurrentStage, x: torch.Tensor, states: list[torch.Tensor],
+def cells_step(stage: RecurrentStage, x: torch.Tensor, states: list[torch.Tensor],
                 mask: torch.Tensor | None) -> list[torch.Tensor]:
     """One step of every cell of the stage (:meth:`LSTMCell.step`); masked rows keep their states."""
     new_states, inputs = [], x
@@ -105,7 +105,7 @@ def run_stage_step(stage: RecurrentStage, x: torch.Tensor, layout: StepLayout, s
     the final states in sorted segment order."""
     rounds = layout.rounds
     if len(rounds) == 1:
-        new = _cells_step(stage, x, states, mask)
+        new = cells_step(stage, x, states, mask)
         out = _round_output(stage, new[-2], states[-2], has, mask)
         return StageResult(out, new, None if mask is None else has | mask, list(new) if record else None)
     work, outputs, offset = states, [], 0
@@ -117,7 +117,7 @@ def run_stage_step(stage: RecurrentStage, x: torch.Tensor, layout: StepLayout, s
         current = [w[:count] for w in work]
         m = None if mask is None else mask[offset:offset + count]
         current_has = None if has is None else has[:count]
-        work = _cells_step(stage, x[offset:offset + count], current, m)
+        work = cells_step(stage, x[offset:offset + count], current, m)
         outputs.append(_round_output(stage, work[-2], current[-2], current_has, m))
         if m is not None:
             has = current_has | m

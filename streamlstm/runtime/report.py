@@ -38,12 +38,14 @@ class OutputBuilder:
         # Fields made from names alone: nullable, no metadata, whatever the input's fields say.
         self.names = [key] + ([] if time is None else [time]) + [name for name, _ in widths]
 
-    def build(self, keys: pa.Array, time_column: pa.Array | None, values: list[torch.Tensor] | None,
+    def build(self, keys: pa.Array, time_column: pa.Array | None, outcome: Any,
               kept: np.ndarray | None) -> pa.RecordBatch:
-        """``values``: per width, a tensor [rows kept, size] (None: no row was computed); ``kept``:
-        which input rows were computed (None: all); the others get null outputs."""
+        """``outcome``: its ``outputs`` and ``row_states`` (tensors [rows kept, size]) fill the columns
+        (None: no row was computed); ``kept``: which input rows were computed (None: all); the others
+        get null outputs."""
         rows = len(keys)
         arrays = [keys] if self.time is None else [keys, time_column]
+        values = None if outcome is None else [outcome.outputs, *(outcome.row_states or ())]
         for index, (_, size) in enumerate(self.widths):
             data = np.zeros((0, size), np.float32) if values is None else _host(values[index])
             if kept is None and len(data) == rows:   # the common case, without fixed_list's checks

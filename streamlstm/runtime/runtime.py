@@ -45,10 +45,10 @@ class _BatchPlan:
     generation: int = -1
     memo: dict = field(default_factory=dict)
     committed: np.ndarray | None = None   # the keys' slots after the commit, when some were new
+    rows: RowPlan = field(init=False)     # the plan of the first direction (keys and lives are the same)
 
-    @property
-    def rows(self) -> RowPlan:
-        return next(iter(self.row_plans.values()))
+    def __post_init__(self) -> None:
+        self.rows = next(iter(self.row_plans.values()))
 
     def again(self) -> _BatchPlan:
         """This plan for the next batch with the same keys: every key now has its slot."""
@@ -233,7 +233,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
             self._set_time_type(full.time_column.type)
         if plan is not None:
             outcome = self._run(parsed, plan)
-        output = self._output.build(full.keys, full.time_column, _values(outcome), kept)
+        output = self._output.build(full.keys, full.time_column, outcome, kept)
         self.counters["batches"] += 1
         self.counters["rows"] += full.num_rows
         self._evict()
@@ -242,13 +242,14 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
     def _batch_plan(self, parsed: ParsedBatch) -> _BatchPlan:
         """The keys resolved and the rows laid out, reused from the previous batch when it had the same
         key column (and neither batch resets or ends a stream)."""
-        recent, store = self._recent, self._store
-        plain = _plain(parsed)
-        if plain and recent is not None and recent.generation == store.generation:
+        recent = self._recent
+        if recent is not None and recent.generation == self._store.generation and _plain(parsed):
             keys = recent.placement.keys
             if keys is parsed.keys or (len(keys) == len(parsed.keys) and keys.equals(parsed.keys)):
-                self._recent = recent = recent.again()
+                if recent.committed is not None:
+                    self._recent = recent = recent.again()
                 return recent
+        store = self._store
         kind = key_kind(parsed.keys.type)
         lookup = store.lookup(parsed.keys, kind) if store is not None else _new_lookup(parsed.keys, kind)
         row_plans = {backwards: plan_rows(lookup.group, lookup.distinct, parsed.reset, parsed.end, backwards)
@@ -281,7 +282,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
             torch.set_grad_enabled(grad)
         counters = self.counters
         last = rows.key_last_row
-        stamp = Stamp(counters["rows"] + last, counters["batches"] + 1, self._eviction.clock(),
+        stamp = Stamp(last, counters["rows"], counters["batches"] + 1, self._eviction.clock(),
                       None if parsed.time is None else parsed.time[last])
         slots = store.commit(plan.placement, outcome.finals, outcome.has_output, stamp)
         if not plan.placement.settled:
@@ -389,12 +390,6 @@ def _plain(parsed: ParsedBatch) -> bool:
 def _new_lookup(keys: pa.Array, kind: str) -> Lookup:
     """The first batch of a runtime whose model is not built yet: every key is new."""
     return KeyIndex(kind).lookup(keys)
-
-
-def _values(outcome: Outcome | None) -> list[torch.Tensor] | None:
-    if outcome is None:
-        return None
-    return [outcome.outputs] + (outcome.row_states or [])
 
 
 def _empty_output(parsed: ParsedBatch, columns: Columns) -> pa.RecordBatch:

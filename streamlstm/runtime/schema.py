@@ -48,7 +48,7 @@ class Columns:
     time: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ParsedBatch:
     """A validated batch as arrays; ``keys`` keeps the Arrow key column for the output."""
 
@@ -183,12 +183,14 @@ class BatchParser:
     def __init__(self, columns: Columns) -> None:
         self.columns = columns
         self._accepted: tuple[pa.Schema, int, int, Any] | None = None   # schema, key, features, settings
+        # Only batches of a key and one features column (no mask, reset, end or time) are remembered.
+        self._simple = columns.mask is None and columns.reset is None and columns.end is None \
+            and columns.time is None and isinstance(columns.features, str)
 
     def parse(self, batch: Any, *, width: int | None, expected_key_kind: str | None,
               time_type: pa.DataType | None, allow_nonfinite: bool) -> ParsedBatch:
         accepted, columns = self._accepted, self.columns
-        simple = type(batch) is pa.RecordBatch and columns.mask is None and columns.reset is None \
-            and columns.end is None and columns.time is None and isinstance(columns.features, str)
+        simple = self._simple and type(batch) is pa.RecordBatch
         settings = (width, expected_key_kind, allow_nonfinite)
         if simple and accepted is not None and accepted[3] == settings and batch.schema.equals(accepted[0]):
             keys, array = batch.column(accepted[1]), batch.column(accepted[2])

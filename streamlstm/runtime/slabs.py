@@ -118,6 +118,16 @@ class CarrySlabs:
                 for states, flags in zip(self.states, self.has_output)]
 
     # -- writing ----------------------------------------------------------------------------------
+    def write_states(self, stage: int, slots: np.ndarray, states: list[torch.Tensor], start: int | None) -> None:
+        """:meth:`write` without ``has_output`` (known to be True already)."""
+        if start is not None:
+            for view, value in zip(self.views(stage, start, len(slots))[0], states):
+                view.copy_(value)
+            return
+        target = _index(slots, self.device)
+        for slab, value in zip(self.states[stage], states):
+            slab.index_copy_(0, target, value.to(dtype=self.dtype, device=self.device))
+
     def write(self, stage: int, slots: np.ndarray, states: list[torch.Tensor], has: torch.Tensor | None,
               start: int | None = -1) -> None:
         """Write ``states`` (rows in the order of ``slots``) and ``has`` (None = all True); ``start``:

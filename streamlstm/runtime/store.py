@@ -46,13 +46,19 @@ _BOOKKEEPING = ("live", "key_group", "last_used", "last_batch", "last_seen", "la
 
 @dataclass
 class Stamp:
-    """When a batch's streams were last used: ``last_used`` row stamps per key, the batch number, the
-    clock, and the time column's last value per key (or None)."""
+    """When a batch's streams were last used: per key its last row in the batch (``last_rows``; the
+    row stamp for LRU is ``rows_before + last_rows``), the batch number, the clock, and the time
+    column's last value per key (or None)."""
 
-    last_used: np.ndarray
+    last_rows: np.ndarray
+    rows_before: int
     batch: int
     now: float
     times: np.ndarray | None = None
+
+    @property
+    def last_used(self) -> np.ndarray:
+        return self.rows_before + self.last_rows
 
 
 @dataclass
@@ -70,6 +76,8 @@ class Placement:
     key_rows: np.ndarray
     key_slots: np.ndarray
     released: np.ndarray
+
+    flagged: bool = False   # a commit left has_output True for every key (kept while generation is unchanged)
 
     @cached_property
     def settled(self) -> bool:
@@ -103,16 +111,34 @@ class StreamStore:
         self.key_groups = key_groups
         self.slabs = CarrySlabs(stage_sizes, dtype, device, self.initial_capacity)
         self._index: KeyIndex | None = None
-        self.live = np.zeros(self.initial_capacity, bool)
-        self.key_group = np.zeros(self.initial_capacity, np.int32)
-        self.last_used = np.zeros(self.initial_capacity, np.int64)
-        self.last_batch = np.zeros(self.initial_capacity, np.int64)
-        self.last_seen = np.zeros(self.initial_capacity, np.float64)
-        self.last_time = np.zeros(self.initial_capacity, np.int64)
-        self.has_time = np.zeros(self.initial_capacity, bool)
+        dtypes = (bool, np.int32, np.int64, np.int64, np.float64, np.int64, bool)
+        self._arrays = {name: np.zeros(self.initial_capacity, dtype) for name, dtype in zip(_BOOKKEEPING, dtypes)}
+        # The stamp of the last steady-state commit, written into the arrays when anyone reads them: a
+        # fleet fed the same way every batch then costs one tuple per batch instead of array writes.
+        self._pending: tuple[int, int, Stamp] | None = None
         self._free = np.arange(self.initial_capacity - 1, -1, -1, dtype=np.int64)   # pop from the end
         self._free_count = self.initial_capacity
         self.generation = 0
+
+    # -- bookkeeping (read-only for others) ----------------------------------------------------------
+    def _flush(self) -> None:
+        if self._pending is not None:
+            start, count, stamp = self._pending
+            self._pending = None
+            self._stamp(np.arange(start, start + count), stamp, None, start)
+
+    def _array(self, name: str) -> np.ndarray:
+        if self._pending is not None:
+            self._flush()
+        return self._arrays[name]
+
+    live = property(lambda self: self._array("live"), doc="bool [capacity]: the slot holds a stream")
+    key_group = property(lambda self: self._array("key_group"), doc="int32 [capacity]: each stream's key group")
+    last_used = property(lambda self: self._array("last_used"), doc="int64 [capacity]: row stamp (LRU)")
+    last_batch = property(lambda self: self._array("last_batch"), doc="int64 [capacity]: last batch number")
+    last_seen = property(lambda self: self._array("last_seen"), doc="float64 [capacity]: clock when last fed")
+    last_time = property(lambda self: self._array("last_time"), doc="[capacity]: the time column's last value")
+    has_time = property(lambda self: self._array("has_time"), doc="bool [capacity]: last_time is set")
 
     # -- reading ------------------------------------------------------------------------------------
     @property
@@ -162,7 +188,7 @@ class StreamStore:
 
     def nbytes(self) -> int:
         """Bytes of state held for the live streams (carries, bookkeeping, key index)."""
-        per_slot = sum(getattr(self, name).itemsize for name in _BOOKKEEPING) + 8 + 3 * 8
+        per_slot = sum(array.itemsize for array in self._arrays.values()) + 8 + 3 * 8
         return self.slabs.nbytes(len(self)) + per_slot * len(self)
 
     # -- slots --------------------------------------------------------------------------------------
@@ -178,14 +204,14 @@ class StreamStore:
 
     def _resize(self, capacity: int, order: np.ndarray | None = None) -> None:
         """Grow (order None: slots keep their numbers) or compact (slot ``order[i]`` becomes ``i``)."""
+        self._flush()
         old = self.capacity
         self.slabs.resize(capacity, order)
         kept = np.arange(min(old, capacity)) if order is None else order
-        for name in _BOOKKEEPING:
-            array = getattr(self, name)
+        for name, array in self._arrays.items():
             moved = np.zeros(capacity, array.dtype)
             moved[:len(kept)] = array[kept]
-            setattr(self, name, moved)
+            self._arrays[name] = moved
         if order is None:   # lower slots first: new ones go below the old free ones
             free = np.concatenate([np.arange(capacity - 1, old - 1, -1, dtype=np.int64),
                                    self._free[:self._free_count]])
@@ -243,9 +269,21 @@ class StreamStore:
         each key (-1 where released)."""
         if placement.settled:   # the steady state: the same streams again
             slots = placement.key_slots
+            flagged = True
             for stage, (states, has) in enumerate(zip(finals, has_output)):
-                self.slabs.write(stage, slots, states, has, placement.start)
-            self._stamp(slots, stamp, None, placement.start)
+                if has is None and placement.flagged:   # has_output is True already (see Placement)
+                    self.slabs.write_states(stage, slots, states, placement.start)
+                else:
+                    self.slabs.write(stage, slots, states, has, placement.start)
+                    flagged = flagged and has is None
+            placement.flagged = flagged
+            start = placement.start
+            if start is None or stamp.times is not None:
+                self._stamp(slots, stamp, None, start)
+            else:   # written when read (see _flush); a newer stamp of the same slots replaces it
+                if self._pending is not None and self._pending[:2] != (start, len(slots)):
+                    self._flush()
+                self._pending = (start, len(slots), stamp)
             return slots
         released, key_slots = placement.released, placement.key_slots
         keep = ~released
@@ -272,21 +310,25 @@ class StreamStore:
         return slots
 
     def _stamp(self, slots: np.ndarray, stamp: Stamp, keep: np.ndarray | None, start: int | None) -> None:
+        if self._pending is not None:   # older than this stamp: written first
+            self._flush()
         at = slice(start, start + len(slots)) if start is not None else slots
-        self.last_used[at] = stamp.last_used if keep is None else stamp.last_used[keep]
-        self.last_batch[at] = stamp.batch
-        self.last_seen[at] = stamp.now
+        arrays = self._arrays
+        arrays["last_used"][at] = stamp.last_used if keep is None else stamp.last_used[keep]
+        arrays["last_batch"][at] = stamp.batch
+        arrays["last_seen"][at] = stamp.now
         if stamp.times is not None:
-            self.last_time[at] = stamp.times if keep is None else stamp.times[keep]
-            self.has_time[at] = True
+            arrays["last_time"][at] = stamp.times if keep is None else stamp.times[keep]
+            arrays["has_time"][at] = True
 
     def set_time_floating(self) -> None:
         """Store ``last_time`` as float64 (the time column is a float column)."""
-        self.last_time = self.last_time.astype(np.float64)
+        self._arrays["last_time"] = self.last_time.astype(np.float64)
 
     def zero(self, slots: np.ndarray | None = None) -> None:
         """Zero the carries and ``has_output`` of ``slots`` (every live stream when None)."""
         self.slabs.zero(self.live_slots() if slots is None else slots)
+        self.generation += 1   # placements that know has_output is True are out of date
 
     def put(self, key: Any, kind: str, states: list[list[torch.Tensor]], stamp: Stamp) -> None:
         """Set one stream's carries (creating it when new); its ``has_output`` becomes False."""
@@ -298,7 +340,7 @@ class StreamStore:
             index.insert_values(values, np.array([slot]))
             self.key_group[slot] = key_group_of_hashes(stable_hash(pa.array([key])), self.key_groups)[0]
             self.last_used[slot], self.last_batch[slot], self.last_seen[slot] = stamp.last_used, stamp.batch, stamp.now
-            self.generation += 1
+        self.generation += 1   # a new stream, or has_output turned False (see zero)
         row = np.array([slot])
         for stage, values in enumerate(states):
             self.slabs.write(stage, row, [v.reshape(1, -1) for v in values],
@@ -328,7 +370,7 @@ class StreamStore:
                                       pa.large_string() if kind == "str" else pa.int64()))
         self.key_group[slots] = key_group_of_hashes(hashes, self.key_groups)
         for name, values in columns.items():
-            getattr(self, name)[slots] = values
+            self._array(name)[slots] = values
         device = self.slabs.device
         for stage, (states, has) in enumerate(carries):
             self.slabs.write(stage, slots, [as_tensor(s) for s in states], as_tensor(has).to(device))

@@ -54,7 +54,7 @@ class StreamStateMixin:
                 raise StateError("the model is not built yet: feed a batch first or pass a built model")
             kind = _kind_of(key, self._store.key_kind)
             values = self._check_states(states)
-            stamp = Stamp(np.int64(self.counters["rows"]), self.counters["batches"], self._eviction.clock())
+            stamp = Stamp(np.int64(0), self.counters["rows"], self.counters["batches"], self._eviction.clock())
             self._store.put(key, kind, values, stamp)
 
     def _check_states(self, states: Any) -> list[list[torch.Tensor]]:
