@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from streamlstm.runtime.model_plan import RecurrentStage
-from streamlstm.runtime.segments import RowPlan, StepLayout
+from streamlstm.runtime.segments import RaggedLayout, RowPlan, StepLayout
 
-__all__ = ["StageResult", "cells_step", "run_stage_chunk", "run_stage_step"]
+__all__ = ["StageResult", "cells_step", "run_stage_chunk", "run_stage_ragged", "run_stage_step"]
 
 
 @dataclass
@@ -78,6 +78,47 @@ def run_stage_chunk(stage: RecurrentStage, x: torch.Tensor, plan: RowPlan, state
         out = flat if index is None else flat.index_select(0, index)
     new_has = None if mask is None else has | pad_mask.any(dim=1)
     return StageResult(out, list(final), new_has)
+
+
+def _rows(values: np.ndarray, device: torch.device) -> torch.Tensor | slice:
+    """An index for ``values``: a slice when they are consecutive (a view instead of a gather)."""
+    n = len(values)
+    if n and values[-1] - values[0] == n - 1 and (n == 1 or bool((np.diff(values) == 1).all())):
+        return slice(int(values[0]), int(values[0]) + n)
+    return torch.as_tensor(values, device=device)
+
+
+def _take(values: torch.Tensor, index: torch.Tensor | slice) -> torch.Tensor:
+    return values[index] if isinstance(index, slice) else values.index_select(0, index)
+
+
+def _put(target: torch.Tensor, index: torch.Tensor | slice, values: torch.Tensor) -> None:
+    if isinstance(index, slice):
+        target[index] = values
+    else:
+        target.index_copy_(0, index, values)
+
+
+def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayout,
+                     states: list[torch.Tensor]) -> StageResult:
+    """Chunk mode without padding (see :class:`~streamlstm.runtime.segments.RaggedLayout`): ``x`` [n, F]
+    in input order, no mask; outputs in input order, final states per segment."""
+    segments, steps = states[0].shape[0], layout.steps
+    head = None if layout.prefix_rows is None else torch.as_tensor(layout.prefix_rows, device=x.device)
+    prefix = x[:steps * segments] if head is None else x.index_select(0, head)
+    x_pad = prefix.view(steps, segments, x.shape[1]).transpose(0, 1)   # time-major: the kernel's own layout
+    outputs, _, final = stage.runner.run_sequences(x_pad, None, states, training=False)
+    out = x.new_empty(x.shape[0], stage.units)
+    _put(out, slice(0, steps * segments) if head is None else head,
+         outputs.transpose(0, 1).reshape(steps * segments, stage.units))
+    final = [f.clone() for f in final]   # written in place below: never the kernel's or the slabs' memory
+    for seg_ids, row_ids in layout.tail:
+        segs, rows = _rows(seg_ids, x.device), _rows(row_ids, x.device)
+        new = cells_step(stage, _take(x, rows), [_take(f, segs) for f in final], None)
+        _put(out, rows, new[-2])
+        for f, value in zip(final, new):
+            _put(f, segs, value)
+    return StageResult(out, final, None)
 
 
 def cells_step(stage: RecurrentStage, x: torch.Tensor, states: list[torch.Tensor],

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from streamlstm.runtime.compute import cells_step, run_stage_chunk, run_stage_step
+from streamlstm.runtime.compute import cells_step, run_stage_chunk, run_stage_ragged, run_stage_step
 from streamlstm.runtime.model_plan import MaskingStage, ModelPlan, RecurrentStage
-from streamlstm.runtime.segments import RowPlan, step_layout
+from streamlstm.runtime.segments import RowPlan, ragged_layout, step_layout
 from streamlstm.runtime.slabs import contiguous_start
 from streamlstm.runtime.store import StreamStore
 
@@ -76,6 +76,14 @@ def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch
     return seg_slots, carry, perm, final_of_key, layout, start
 
 
+def _per_key(finals: list[torch.Tensor], has: torch.Tensor | None,
+             final_of_key: torch.Tensor | None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Each key's final states (and has_output) from the per-segment ones."""
+    if final_of_key is None:
+        return finals, has
+    return [f.index_select(0, final_of_key) for f in finals], None if has is None else has.index_select(0, final_of_key)
+
+
 def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: RowPlan, key_slots: np.ndarray,
                h: torch.Tensor, mask: torch.Tensor | None, step: bool, record: bool, memo: dict):
     """One recurrent stage in input row order: (outputs, finals per key, has per key, row states)."""
@@ -89,16 +97,17 @@ def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: Row
             and len(layout.rounds) == 1:   # every stream one row, in key order: one step, nothing to reorder
         finals = cells_step(stage, h, states, None)
         return finals[-2], finals, None, None
+    ragged = None if step or mask is not None or rows.uniform else ragged_layout(rows)
+    if ragged is not None:   # nearly equal lengths: no padding, see RaggedLayout
+        result = run_stage_ragged(stage, h, ragged, states)
+        return (result.outputs, *_per_key(result.final, None, final_of_key), None)
     h_p = h if perm is None else h.index_select(0, perm)
     m_p = mask if perm is None or mask is None else mask.index_select(0, perm)
     if step:
         result = run_stage_step(stage, h_p, layout, states, has, m_p, record=record)
     else:
         result = run_stage_chunk(stage, h_p, rows, states, has, m_p)
-    finals, has_out = result.final, result.has_output
-    if final_of_key is not None:
-        finals = [f.index_select(0, final_of_key) for f in finals]
-        has_out = None if has_out is None else has_out.index_select(0, final_of_key)
+    finals, has_out = _per_key(result.final, result.has_output, final_of_key)
     row_states = [_unpermute(s, perm) for s in result.row_states] if record else None
     return _unpermute(result.outputs, perm), finals, has_out, row_states
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RowPlan", "StepLayout", "plan_rows", "step_layout"]
+__all__ = ["RaggedLayout", "RowPlan", "StepLayout", "plan_rows", "ragged_layout", "step_layout"]
+
+RAGGED_ROUNDS = 2   # at most this many rows per stream beyond the shortest stream's take step mode
 
 
 @dataclass
@@ -99,6 +101,45 @@ def step_layout(plan: RowPlan) -> StepLayout:
         layout = StepLayout(_identity_or(order, segments), [int(r) for r in rounds], _identity_or(rows, n),
                             _identity_or(rank[plan.key_last_seg], segments))
     plan.__dict__["_step_layout"] = layout
+    return layout
+
+
+@dataclass
+class RaggedLayout:
+    """Chunk mode without padding for segments of nearly equal length (a recording cut into batches of
+    a fixed number of rows gives some streams one row more than others): every segment's first
+    ``steps`` rows run as one time-major sequence, the few rows beyond run in step rounds.
+
+    ``prefix_rows[t * S + s]`` is the input row of step ``t`` of segment ``s`` (None: ``0 .. steps * S
+    - 1``, the prefix is the head of the batch); ``tail`` holds per extra round the segments still
+    running and their input rows."""
+
+    steps: int
+    prefix_rows: np.ndarray | None
+    tail: list[tuple[np.ndarray, np.ndarray]]
+
+
+def ragged_layout(plan: RowPlan) -> RaggedLayout | None:
+    """The :class:`RaggedLayout` of ``plan`` when its segments' lengths differ by at most
+    ``RAGGED_ROUNDS`` (and are not all equal), else None; computed once per plan."""
+    if "_ragged_layout" in plan.__dict__:
+        return plan.__dict__["_ragged_layout"]
+    layout = None
+    shortest, longest = (int(plan.seg_len.min()), int(plan.seg_len.max())) if len(plan.seg_len) else (0, 0)
+    if shortest >= 1 and 0 < longest - shortest <= RAGGED_ROUNDS:
+        segments, n = plan.num_segments, plan.num_rows
+        seg_of = np.repeat(np.arange(segments), plan.seg_len)
+        pos = np.zeros(n, np.int64) if plan.pos_in_seg is None else plan.pos_in_seg
+        rows = np.arange(n) if plan.proc_rows is None else plan.proc_rows
+        head = pos < shortest
+        prefix = np.empty(shortest * segments, np.int64)
+        prefix[pos[head] * segments + seg_of[head]] = rows[head]
+        tail = []
+        for step in range(shortest, longest):
+            at = np.flatnonzero(pos == step)
+            tail.append((seg_of[at], rows[at]))
+        layout = RaggedLayout(shortest, _identity_or(prefix, len(prefix)), tail)
+    plan.__dict__["_ragged_layout"] = layout
     return layout
 
 
