@@ -101,3 +101,19 @@ def reference(model: torch.nn.Module, keys: np.ndarray, x: np.ndarray, mask: np.
             out = np.zeros((n, result.shape[1]), np.float32) if out is None else out
             out[segment] = result
     return out
+
+
+TOL = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def key_value(k: int, key_type: str) -> int | str:
+    """Stream ``k`` as an int key or as the string key ``make_batch`` gives it."""
+    return int(k) if key_type == "int" else f"stream-{k}"
+
+
+def assert_same_states(got_rt: Any, expected_rt: Any, keys: Any) -> None:
+    """Every listed stream has the same ``(h, c)`` per LSTM cell in both runtimes."""
+    for key in keys:
+        for (h, c), (h_ref, c_ref) in zip(got_rt.state(key), expected_rt.state(key)):
+            np.testing.assert_allclose(h, h_ref, **TOL)
+            np.testing.assert_allclose(c, c_ref, **TOL)

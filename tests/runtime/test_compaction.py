@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from runtime_helpers import F, make_batch, outputs, two_lstm_model
+from runtime_helpers import F, assert_same_states, key_value, make_batch, outputs, two_lstm_model
 
 import streamlstm as sl
 from streamlstm.errors import StreamError
@@ -25,17 +25,6 @@ def frozen() -> float:
 
 def make(model, **kwargs):
     return sl.StreamRuntime(model, key="id", features="x", mask="m", reset="r", clock=frozen, **kwargs)
-
-
-def key_value(k: int, key_type: str):
-    return int(k) if key_type == "int" else f"stream-{k}"
-
-
-def assert_same_states(got_rt, expected_rt, keys) -> None:
-    for key in keys:
-        for (h, c), (h_ref, c_ref) in zip(got_rt.state(key), expected_rt.state(key)):
-            np.testing.assert_allclose(h, h_ref, **TOL)
-            np.testing.assert_allclose(c, c_ref, **TOL)
 
 
 @pytest.mark.parametrize("key_type", ["int", "str"])

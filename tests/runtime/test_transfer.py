@@ -13,7 +13,16 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runtime_helpers import F, fixed_list, lstm, make_batch, outputs, two_lstm_model
+from runtime_helpers import (
+    F,
+    assert_same_states,
+    fixed_list,
+    key_value,
+    lstm,
+    make_batch,
+    outputs,
+    two_lstm_model,
+)
 
 import streamlstm as sl
 from streamlstm.errors import ArgumentTypeError, SchemaError, StateError, StreamError
@@ -39,17 +48,6 @@ def stacked_cells_model() -> torch.nn.Sequential:
 
 def by_key(table: pa.Table) -> pa.Table:
     return table.sort_by("key")
-
-
-def key_value(k: int, key_type: str):
-    return int(k) if key_type == "int" else f"stream-{k}"
-
-
-def assert_same_states(got_rt, expected_rt, keys) -> None:
-    for key in keys:
-        for (h, c), (h_ref, c_ref) in zip(got_rt.state(key), expected_rt.state(key)):
-            np.testing.assert_allclose(h, h_ref, **TOL)
-            np.testing.assert_allclose(c, c_ref, **TOL)
 
 
 # -- the property: streams moved at random points continue exactly --------------------------------------------
