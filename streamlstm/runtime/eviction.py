@@ -46,14 +46,12 @@ class Eviction:
         self.on_evict = on_evict
         self.clock = clock
         self._next_due: float = -np.inf   # no TTL eviction can happen before this batch number / time
+        # Whether anything can ever be evicted (the settings above never change).
+        self.active = self.ttl_batches is not None or self.ttl_seconds is not None or self.max_streams is not None
 
     def reschedule(self) -> None:
         """Forget when the next stream can expire (streams were added with their own idle times)."""
         self._next_due = -np.inf
-
-    @property
-    def active(self) -> bool:
-        return self.ttl_batches is not None or self.ttl_seconds is not None or self.max_streams is not None
 
     @property
     def idle_ttl(self) -> int | datetime.timedelta | None:

@@ -143,6 +143,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         if device is not None:
             model.to(device)
         self.device = torch.device(device) if device is not None else _model_device(model)
+        self._on_cpu = self.device.type == "cpu"
         self._lock = threading.RLock()
         self._store: StreamStore | None = None
         self._time_type: pa.DataType | None = None
@@ -309,7 +310,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
     def _tensors(self, parsed: ParsedBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = as_tensor(parsed.x)
         mask = None if parsed.mask is None or parsed.mask.all() else torch.from_numpy(parsed.mask)
-        if self.device.type != "cpu":
+        if not self._on_cpu:
             x = x.pin_memory().to(self.device, non_blocking=True)
             mask = None if mask is None else mask.pin_memory().to(self.device, non_blocking=True)
         dtype = self._store.dtype
