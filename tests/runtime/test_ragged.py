@@ -5,6 +5,7 @@ numbers of step mode and of one model call per stream."""
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from runtime_helpers import F, feed_all, lstm
@@ -53,3 +54,16 @@ def test_go_backwards_layers_keep_their_per_feed_order():
     chunk = feed_all(sl.StreamRuntime(model, key="id", features="x", mode="chunk"), keys, x, cuts)
     step = feed_all(sl.StreamRuntime(model, key="id", features="x", mode="step"), keys, x, cuts)
     np.testing.assert_allclose(chunk, step, rtol=1e-5, atol=1e-6)
+
+
+def test_the_output_schema_depends_on_the_configuration_and_column_types_only():
+    """A key field declared non-nullable (a Parquet required column) and repeated batches (the cached
+    plan) give the schema of any other batch: an output file's writer accepts every batch."""
+    rt = sl.StreamRuntime(lstm(4), key="id", features="x")
+    rng = np.random.default_rng(5)
+    schemas = set()
+    for nullable in (False, True, False, False):
+        x = pa.FixedSizeListArray.from_arrays(pa.array(rng.normal(size=2 * F).astype(np.float32)), F)
+        schema = pa.schema([pa.field("id", pa.int64(), nullable=nullable), pa.field("x", x.type)])
+        schemas.add(rt.feed(pa.record_batch([pa.array([1, 2]), x], schema=schema)).schema)
+    assert len(schemas) == 1
