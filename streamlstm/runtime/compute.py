@@ -24,6 +24,7 @@ import torch
 
 from streamlstm.runtime.model_plan import RecurrentStage
 from streamlstm.runtime.segments import RaggedLayout, RowPlan, StepLayout
+from streamlstm.runtime.slabs import contiguous_start
 
 __all__ = ["StageResult", "cells_step", "run_stage_chunk", "run_stage_ragged", "run_stage_step"]
 
@@ -82,10 +83,8 @@ def run_stage_chunk(stage: RecurrentStage, x: torch.Tensor, plan: RowPlan, state
 
 def _rows(values: np.ndarray, device: torch.device) -> torch.Tensor | slice:
     """An index for ``values``: a slice when they are consecutive (a view instead of a gather)."""
-    n = len(values)
-    if n and values[-1] - values[0] == n - 1 and (n == 1 or bool((np.diff(values) == 1).all())):
-        return slice(int(values[0]), int(values[0]) + n)
-    return torch.as_tensor(values, device=device)
+    start = contiguous_start(values)
+    return torch.as_tensor(values, device=device) if start is None else slice(start, start + len(values))
 
 
 def _take(values: torch.Tensor, index: torch.Tensor | slice) -> torch.Tensor:

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streamlstm.arrow import fixed_list
+from streamlstm.arrow import fixed_list, fixed_list_to_numpy
 from streamlstm.errors import ArgumentTypeError, SchemaError, StateError
 from streamlstm.runtime.schema import key_kind, time_values
 
@@ -62,7 +62,7 @@ def _fixed(column: Any, name: str, width: int) -> np.ndarray:
         raise SchemaError(f"streams column {name!r} must be FixedSizeList<float>[{width}], got {array.type}")
     if array.null_count or array.values.null_count:
         raise SchemaError(f"streams column {name!r} has nulls")
-    values = array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), width)
+    values = fixed_list_to_numpy(array)
     if not np.isfinite(values).all():
         raise SchemaError(f"streams column {name!r} has a non-finite value; carries must be finite")
     return values
