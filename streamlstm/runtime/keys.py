@@ -257,7 +257,3 @@ class KeyIndex:
             return np.sort(np.fromiter(self._exact.values(), np.int64, len(self._exact)))
         return np.sort(self._sorted_slots)
 
-
-def as_key_list(values: Any) -> list[Any]:
-    """Python keys from an array of slot keys."""
-    return [int(v) for v in values] if getattr(values, "dtype", None) == np.int64 else list(values)
