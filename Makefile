@@ -1,5 +1,5 @@
 # streamlstm: `make demo` runs the showcase, `make test` runs the test suite. Both create .venv first;
-# `demo` installs only what the showcase needs, `test` adds the test, Keras, notebook and browser extras.
+# `demo` installs only what the showcase needs, `test` adds the test, Keras, notebook, browser and Ray extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,7 +18,7 @@ $(VENV)/.installed-demo: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test,keras,demo,notebook,browser]'
+	$(BIN)/pip install --quiet -e '.[test,keras,demo,notebook,browser,ray]'
 	touch $@
 
 demo: $(VENV)/.installed-demo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlstm.flight as flight
 from streamlstm import errors, layers
+from streamlstm.cluster import ShardedRuntime
 from streamlstm.errors import StreamLSTMError
 from streamlstm.io import load_model, load_runtime, save_model, save_runtime
 from streamlstm.io.replay import ReplaySummary, replay, replay_table, replay_to_file
@@ -19,6 +20,7 @@ __all__ = [
     "LSTMCell",
     "RNN",
     "ReplaySummary",
+    "ShardedRuntime",
     "StackedRNNCells",
     "StreamLSTMError",
     "StreamRuntime",

@@ -64,6 +64,11 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("auto", "chunk", "step"), default="auto",
                         help="runtime mode (default: auto)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    parser.add_argument("--shards", type=int, default=None, metavar="N",
+                        help="run on a ShardedRuntime of N Ray actors, each owning a range of key groups "
+                             "(needs pip install 'streamlstm[ray]'; default: one local runtime)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="Ray cluster for --shards ('auto' = the one 'ray start' runs here; default: a local Ray)")
 
 
 def _runtime_options(args: argparse.Namespace) -> dict:
@@ -72,7 +77,8 @@ def _runtime_options(args: argparse.Namespace) -> dict:
     else:
         features = args.features or "x"
     return {"key": args.key, "features": features, "mask": args.mask, "reset": args.reset, "end": args.end,
-            "time": args.time, "mode": args.mode, "device": args.device}
+            "time": args.time, "mode": args.mode, "device": args.device, "shards": args.shards,
+            "ray_address": args.ray_address}
 
 
 _MODEL_HELP = "a model file written by streamlstm.save_model, or a Keras .keras/.h5 model file"

@@ -15,6 +15,11 @@ Options (keyword-only; the ``streamlstm replay`` flags of the same names mean th
         positions of the input, so any run (and any resumed run) feeds the very same batches.
     progress (bool, None): show a ``tqdm.auto`` bar (rows, rows/s, streams, ETA when the input's
         length is known); None = when standard error is a terminal or in a notebook.
+    shards (int, None): replay on a :class:`streamlstm.ShardedRuntime` of this many Ray actors (each
+        owning a range of key groups); the driver reads and cuts the batches, and the outputs come back
+        in input order, row for row what one runtime gives. Checkpoints are runtime files either way.
+    ray_address (str, None): the Ray cluster for ``shards`` ("auto": the one ``ray start`` runs here);
+        None starts a local Ray.
 
 ``source`` is any input :func:`streamlstm.io.sources.open_source` accepts; ``model`` is a torch
 module (see :class:`streamlstm.StreamRuntime`) or the path of a file written by
@@ -98,7 +103,8 @@ class _Replay:
     def __init__(self, source: Any, model: Any, *, key: str = "stream_id", features: str | list[str] = "x",
                  mask: str | None = None, reset: str | None = None, end: str | None = None,
                  time: str | None = None, mode: str = "auto", batch_rows: int = DEFAULT_BATCH_ROWS,
-                 device: Any = None, progress: bool | None = None) -> None:
+                 device: Any = None, progress: bool | None = None, shards: int | None = None,
+                 ray_address: str | None = None) -> None:
         if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
             raise ConfigError(f"`batch_rows` must be a positive integer, got {batch_rows!r}")
         self.source: Source = open_source(source)
@@ -109,9 +115,27 @@ class _Replay:
         self.model = load_model_file(model, device) if self.model_path is not None else model
         self.options = {"key": key, "features": features, "mask": mask, "reset": reset, "end": end,
                         "time": time, "mode": mode}
-        self.runtime = StreamRuntime(self.model, device=device, **self.options)
         self.batch_rows, self.device = batch_rows, device
+        self.cluster = None if shards is None else {"shards": shards, "address": ray_address}
+        self.runtime = self._runtime(self.model)
         self.progress = (sys.stderr.isatty() or _in_notebook()) if progress is None else bool(progress)
+
+    def _runtime(self, model: Any) -> Any:
+        if self.cluster is None:
+            return StreamRuntime(model, device=self.device, **self.options)
+        from streamlstm.cluster import ShardedRuntime
+
+        return ShardedRuntime(model, device=self.device, **self.cluster, **self.options)
+
+    def resume_from(self, path: Path) -> None:
+        """Continue from a runtime file of a checkpoint (on as many shards as this replay runs)."""
+        if self.cluster is None:
+            self.runtime = load_runtime(path, device=self.device)
+            return
+        from streamlstm.cluster import ShardedRuntime
+
+        self.runtime.close()
+        self.runtime = ShardedRuntime.load(path, device=self.device, **self.cluster)
 
     def outputs(self, start_row: int = 0) -> Iterator[tuple[int, pa.RecordBatch]]:
         """``(input rows, output batch)`` per batch from ``start_row`` on, with the progress bar."""
@@ -121,11 +145,12 @@ class _Replay:
                    disable=not self.progress, dynamic_ncols=True, desc="replay", leave=False)
         try:
             with torch.inference_mode():
-                for batch in self.source.batches(self.batch_rows, start_row=start_row, columns=self.columns):
-                    out = self.runtime.feed(batch)
-                    yield batch.num_rows, out
+                batches = self.source.batches(self.batch_rows, start_row=start_row, columns=self.columns)
+                feeds = self.runtime.feed_many(batches) if self.cluster is not None else map(self.runtime.feed, batches)
+                for out in feeds:   # one output row per input row
+                    yield out.num_rows, out
                     if self.progress:
-                        bar.update(batch.num_rows)
+                        bar.update(out.num_rows)
                         bar.set_postfix(streams=f"{self.streams:,}", refresh=False)
         finally:
             bar.close()
@@ -133,6 +158,11 @@ class _Replay:
     @property
     def streams(self) -> int:
         return int(self.runtime.stats()["streams_created"])
+
+    def close(self) -> None:
+        """End the shard actors of a sharded replay (nothing to do for one runtime)."""
+        if self.cluster is not None:
+            self.runtime.close()
 
     def empty_output(self) -> pa.Schema:
         """The output schema, from feeding the runtime an empty batch (for inputs without rows)."""
@@ -174,14 +204,24 @@ def replay(source: Any, model: Any, **options: Any) -> Iterator[pa.RecordBatch]:
         (6, ['stream_id', 'output'])
     """
     job = _Replay(source, model, **options)
-    return (out for _, out in job.outputs())
+    return _closing(job)
+
+
+def _closing(job: _Replay) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from (out for _, out in job.outputs())
+    finally:
+        job.close()
 
 
 def replay_table(source: Any, model: Any, **options: Any) -> pa.Table:
     """:func:`replay` collected into one ``pyarrow.Table`` (for data that fits in memory)."""
     job = _Replay(source, model, **options)
-    batches = [out for _, out in job.outputs()]
-    return pa.Table.from_batches(batches) if batches else job.empty_output().empty_table()
+    try:
+        batches = [out for _, out in job.outputs()]
+        return pa.Table.from_batches(batches) if batches else job.empty_output().empty_table()
+    finally:
+        job.close()
 
 
 def replay_to_file(source: Any, model: Any, out: str | os.PathLike, *, format: str | None = None,
@@ -212,12 +252,15 @@ def replay_to_file(source: Any, model: Any, out: str | os.PathLike, *, format: s
         raise SourceError(f"output {out} is a directory; name a file")
     job = _Replay(source, model, **options)
     started = _time.perf_counter()
-    if checkpoint is None:
-        rows, resumed_at = _write_direct(job, out, fmt), 0
-    else:
-        rows, resumed_at = _write_checkpointed(job, out, fmt, Checkpoint(checkpoint, job.fingerprint(out, fmt),
-                                                                       resume=resume), checkpoint_every)
-    return ReplaySummary(rows, job.streams, _time.perf_counter() - started, out, resumed_at)
+    try:
+        if checkpoint is None:
+            rows, resumed_at = _write_direct(job, out, fmt), 0
+        else:
+            rows, resumed_at = _write_checkpointed(job, out, fmt, Checkpoint(checkpoint, job.fingerprint(out, fmt),
+                                                                           resume=resume), checkpoint_every)
+        return ReplaySummary(rows, job.streams, _time.perf_counter() - started, out, resumed_at)
+    finally:
+        job.close()
 
 
 def _write_direct(job: _Replay, out: Path, fmt: str) -> int:
@@ -239,7 +282,7 @@ def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoin
         if record is None:
             record, resumed_at = CheckpointRecord(), 0
         else:
-            job.runtime = load_runtime(checkpoint.state_path(record), device=job.device)
+            job.resume_from(checkpoint.state_path(record))
             resumed_at = record.input_rows
         sink.resume(record.output_rows, record.parts)
         if not record.done:

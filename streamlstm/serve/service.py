@@ -37,7 +37,8 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
           checkpoint: str | os.PathLike | None = None, checkpoint_every: float = 60.0, resume: bool = False,
           max_delay_ms: float = 2.0, max_batch_rows: int = 16384, put_buffer_rows: int = 1024,
           token_file: str | os.PathLike | None = None, tls_cert: str | os.PathLike | None = None,
-          tls_key: str | os.PathLike | None = None, stop: threading.Event | None = None) -> int:
+          tls_key: str | os.PathLike | None = None, shards: int | None = None, ray_address: str | None = None,
+          stop: threading.Event | None = None) -> int:
     """Serve ``model`` over Arrow Flight until SIGTERM/SIGINT (or ``stop`` is set); returns 0.
 
     Args:
@@ -51,15 +52,15 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
         max_delay_ms, max_batch_rows, put_buffer_rows: see :class:`~streamlstm.serve.StreamServer`.
         token_file (str | Path, None): a file holding the bearer token every call must carry.
         tls_cert, tls_key (str | Path, None): PEM certificate chain and private key: serve TLS.
+        shards (int, None): serve a :class:`streamlstm.ShardedRuntime` of this many Ray actors: each
+            micro-batch is cut by key group and fed to every shard, all or nothing, with the outputs
+            and errors of one runtime; checkpoints stay runtime files (resumable on any shard count).
+        ray_address (str, None): the Ray cluster for ``shards`` (None: a local Ray).
         stop (threading.Event, None): stop when set (also without signals, e.g. off the main thread).
 
     Raises:
         ConfigError, CheckpointError, SourceError: bad options, checkpoint or model file.
     """
-    from streamlstm.io.replay import load_model_file
-    from streamlstm.io.runtime_file import load_runtime
-    from streamlstm.runtime import StreamRuntime
-
     if checkpoint_every < 0:
         raise ConfigError(f"`checkpoint_every` must be >= 0 seconds, got {checkpoint_every!r}")
     if resume and checkpoint is None:
@@ -73,10 +74,7 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
     if checkpoint is not None:
         store = ServerCheckpoints(checkpoint, _model_file(model), options, resume=resume)
         state = store.open()
-    if state is not None:
-        runtime = load_runtime(state, device=device)
-    else:
-        runtime = StreamRuntime(load_model_file(model, device), device=device, **options)
+    runtime = _runtime(state, model, device, options, shards, ray_address)
     scheme = "grpc+tls" if tls else "grpc"
     server = StreamServer(runtime, f"{scheme}://{host}:{port}", token=token, tls=tls, max_delay_ms=max_delay_ms,
                           max_batch_rows=max_batch_rows, put_buffer_rows=put_buffer_rows,
@@ -92,8 +90,25 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
         failed = False
     finally:
         restore()
-        _shut_down(server, 1 if failed else 0)
+        _shut_down(server, 1 if failed else 0, runtime if shards is not None else None)
     return 0
+
+
+def _runtime(state: Path | None, model: Any, device: Any, options: dict[str, Any], shards: int | None,
+             ray_address: str | None) -> Any:
+    """The runtime to serve: resumed from the checkpoint's runtime file or new; sharded with ``shards``."""
+    from streamlstm.io.replay import load_model_file
+    from streamlstm.io.runtime_file import load_runtime
+    from streamlstm.runtime import StreamRuntime
+
+    if shards is None:
+        return load_runtime(state, device=device) if state is not None else \
+            StreamRuntime(load_model_file(model, device), device=device, **options)
+    from streamlstm.cluster import ShardedRuntime
+
+    cluster = {"shards": shards, "address": ray_address, "device": device}
+    return ShardedRuntime.load(state, **cluster) if state is not None else \
+        ShardedRuntime(load_model_file(model, device), **cluster, **options)
 
 
 def _model_file(model: str | os.PathLike) -> Path:
@@ -126,7 +141,9 @@ def _run_until(stop: threading.Event, server: StreamServer, store: ServerCheckpo
         server.checkpoint()
 
 
-def _shut_down(server: StreamServer, code: int) -> None:
+def _shut_down(server: StreamServer, code: int, sharded: Any = None) -> None:
+    if sharded is not None:   # every batch read was answered and checkpointed: the shard actors can go
+        sharded.close()
     closer = threading.Thread(target=server.shutdown, name="flight-shutdown", daemon=True)
     closer.start()
     closer.join(_SHUTDOWN_SECONDS)

@@ -1,0 +1,38 @@
+"""A shard actor killed mid-run is restarted from the last checkpoint and fed the driver's log."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import ACTOR_CPUS
+from helpers import COLUMNS, assert_same_output, assert_same_streams, make_batch, model
+
+import streamlstm as sl
+
+MODEL = model(2)
+
+
+def test_killed_shards_recover_with_no_lost_or_repeated_effect(ray_session, tmp_path):
+    rng = np.random.default_rng(7)
+    batches = [make_batch(rng.integers(0, 30, 20).tolist(), rng.normal(size=(20, 3)), time=100 * i + np.arange(20))
+               for i in range(8)]
+    local = sl.StreamRuntime(MODEL, key_groups=16, **COLUMNS)
+    runtime = sl.ShardedRuntime(MODEL, shards=2, key_groups=16, num_cpus=ACTOR_CPUS, **COLUMNS)
+    try:
+        expected = [local.feed(batch) for batch in batches]
+        for index, batch in enumerate(batches):
+            if index == 2:      # no checkpoint yet: the shard starts empty and replays the log from the start
+                ray_session.kill(runtime.shard_actors()[1])
+            if index == 4:
+                runtime.save(tmp_path)
+            if index == 6:      # after a checkpoint: restored from it, then fed the batches since
+                ray_session.kill(runtime.shard_actors()[0])
+            assert_same_output(runtime.feed(batch), expected[index])
+        assert runtime.restarts == 2
+        assert_same_streams(runtime, local)
+        assert runtime.stats()["rows"] == local.stats()["rows"]
+        ray_session.kill(runtime.shard_actors()[1])   # found dead by a query, too
+        assert len(runtime) == len(local)
+        assert runtime.restarts == 3
+        assert_same_streams(runtime, local)
+    finally:
+        runtime.close()
