@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+from cluster_helpers import COLUMNS, assert_same_output, assert_same_streams, make_batch, model
 from conftest import ACTOR_CPUS
-from helpers import COLUMNS, assert_same_output, assert_same_streams, make_batch, model
 
 import streamlstm as sl
 
 MODEL = model(2)
+
+
+def kill(ray, actor, timeout: float = 60.0) -> None:
+    """``ray.kill`` the actor and wait until it is gone (the kill is asynchronous: a call sent at once
+    could still be answered)."""
+    ray.kill(actor)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.ping.remote(), timeout=timeout)
+        except ray.exceptions.RayActorError:
+            return
+    raise AssertionError(f"actor {actor} still answers {timeout} s after ray.kill")
 
 
 def test_killed_shards_recover_with_no_lost_or_repeated_effect(ray_session, tmp_path):
@@ -21,16 +36,16 @@ def test_killed_shards_recover_with_no_lost_or_repeated_effect(ray_session, tmp_
         expected = [local.feed(batch) for batch in batches]
         for index, batch in enumerate(batches):
             if index == 2:      # no checkpoint yet: the shard starts empty and replays the log from the start
-                ray_session.kill(runtime.shard_actors()[1])
+                kill(ray_session, runtime.shard_actors()[1])
             if index == 4:
                 runtime.save(tmp_path)
             if index == 6:      # after a checkpoint: restored from it, then fed the batches since
-                ray_session.kill(runtime.shard_actors()[0])
+                kill(ray_session, runtime.shard_actors()[0])
             assert_same_output(runtime.feed(batch), expected[index])
         assert runtime.restarts == 2
         assert_same_streams(runtime, local)
         assert runtime.stats()["rows"] == local.stats()["rows"]
-        ray_session.kill(runtime.shard_actors()[1])   # found dead by a query, too
+        kill(ray_session, runtime.shard_actors()[1])   # found dead by a query, too
         assert len(runtime) == len(local)
         assert runtime.restarts == 3
         assert_same_streams(runtime, local)

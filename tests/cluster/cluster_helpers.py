@@ -29,10 +29,11 @@ def _values(array: pa.Array) -> np.ndarray:
     return filled.flatten().to_numpy(zero_copy_only=False).reshape(len(array), width)
 
 
-def assert_same_streams(sharded: Any, local: Any) -> None:
-    """The same keys held, each with the same (h, c) per cell."""
-    assert sorted(sharded.keys()) == sorted(local.keys())
-    for key in local.keys():
+def assert_same_streams(sharded: Any, local: Any, keys: Any = None) -> None:
+    """The same keys held (or: ``keys`` are held by both), each with the same (h, c) per cell."""
+    if keys is None:
+        assert sorted(sharded.keys()) == sorted(local.keys())
+    for key in local.keys() if keys is None else keys:
         for (h1, c1), (h2, c2) in zip(sharded.state(key), local.state(key)):
             np.testing.assert_allclose(h1, h2, **TOL)
             np.testing.assert_allclose(c1, c2, **TOL)
@@ -40,9 +41,8 @@ def assert_same_streams(sharded: Any, local: Any) -> None:
 
 def exported(sharded: Any) -> dict[Any, list]:
     """Every stream's exported row (key -> values), for byte-identical comparisons."""
-    table = sharded.export_streams().drop_columns([c for c in ("idle_seconds",)
-                                                  if c in sharded.export_streams().column_names])
-    rows = table.to_pylist()
+    table = sharded.export_streams()
+    rows = table.drop_columns([c for c in ("idle_seconds",) if c in table.column_names]).to_pylist()
     return {row["key"]: row for row in rows}
 
 
