@@ -69,6 +69,8 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
                              "(needs pip install 'streamlstm[ray]'; default: one local runtime)")
     parser.add_argument("--ray-address", default=None, metavar="ADDR",
                         help="Ray cluster for --shards ('auto' = the one 'ray start' runs here; default: a local Ray)")
+    parser.add_argument("--cpus-per-shard", type=float, default=1.0, metavar="CPUS",
+                        help="CPUs Ray reserves for each shard actor (default: 1; fractions allowed)")
 
 
 def _runtime_options(args: argparse.Namespace) -> dict:
@@ -78,7 +80,7 @@ def _runtime_options(args: argparse.Namespace) -> dict:
         features = args.features or "x"
     return {"key": args.key, "features": features, "mask": args.mask, "reset": args.reset, "end": args.end,
             "time": args.time, "mode": args.mode, "device": args.device, "shards": args.shards,
-            "ray_address": args.ray_address}
+            "ray_address": args.ray_address, "cpus_per_shard": args.cpus_per_shard}
 
 
 _MODEL_HELP = "a model file written by streamlstm.save_model, or a Keras .keras/.h5 model file"

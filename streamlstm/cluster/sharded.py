@@ -32,7 +32,7 @@ from streamlstm.cluster.manifest import MODEL_FILE, Manifest, read_manifest, sha
 from streamlstm.cluster.ray_support import start_ray
 from streamlstm.cluster.shard import Shard
 from streamlstm.errors import ConfigError, StreamLSTMError
-from streamlstm.io.model_file import load_model, model_from_bytes, model_to_bytes, save_model
+from streamlstm.io.model_file import load_model, model_to_bytes, save_model
 from streamlstm.io.runtime_file import load_runtime
 from streamlstm.runtime import StreamRuntime
 from streamlstm.runtime.key_groups import key_group
@@ -115,6 +115,10 @@ class ShardedRuntime:
         self._options = {k: v for k, v in self._local.config().items() if k not in _EVICTION}
         self._model_bytes = model_to_bytes(model)
         self._ray = start_ray(address)
+        cpus = self._ray.cluster_resources().get("CPU", 0)
+        if shards * num_cpus > cpus:
+            raise ConfigError(f"{shards} shards x num_cpus={num_cpus} need {shards * num_cpus:g} CPUs but the Ray "
+                              f"cluster has {cpus:g}; use fewer shards or a smaller num_cpus")
         self._actor = self._ray.remote(Shard).options(num_cpus=num_cpus, num_gpus=num_gpus)
         self._threads = threads_per_shard
         self._shards = [self._spawn() for _ in range(shards)]
@@ -367,9 +371,9 @@ class ShardedRuntime:
             saved = load_runtime(path, device=options.get("device"))
             state = saved.state_dict()
             model, config, paths = saved.model, saved.config(), [str(path)]
+            # One shard that owns every key group: its own file holds the counters (base zero).
             manifest = Manifest(saved.key_groups, [(0, saved.key_groups)], [path.name], state["counters"]["batches"],
                                 config, state["counters"], dict.fromkeys(COUNTERS, 0))
-            manifest.base = dict(manifest.counters)
             shards = 2 if shards is None else shards
         shards = len(paths) if shards is None else shards
         settings = {k: v for k, v in config.items() if k not in _EVICTION}
@@ -385,13 +389,6 @@ class ShardedRuntime:
         self._batches = int(manifest.batches)
         self._recovery = _RecoveryPoint(paths, own)
         self._log.clear()
-
-    def to_runtime(self) -> StreamRuntime:
-        """One local :class:`~streamlstm.StreamRuntime` holding every stream (and the counters)."""
-        runtime = StreamRuntime(model_from_bytes(self._model_bytes, device=self._device), **self._options,
-                                device=self._device)
-        runtime.load_state_dict(self.state_dict())
-        return runtime
 
     def close(self) -> None:
         """End the shard actors (the Ray connection stays)."""

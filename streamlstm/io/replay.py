@@ -20,6 +20,7 @@ Options (keyword-only; the ``streamlstm replay`` flags of the same names mean th
         in input order, row for row what one runtime gives. Checkpoints are runtime files either way.
     ray_address (str, None): the Ray cluster for ``shards`` ("auto": the one ``ray start`` runs here);
         None starts a local Ray.
+    cpus_per_shard (float, 1.0): CPUs Ray reserves for each shard actor.
 
 ``source`` is any input :func:`streamlstm.io.sources.open_source` accepts; ``model`` is a torch
 module (see :class:`streamlstm.StreamRuntime`) or the path of a file written by
@@ -104,7 +105,7 @@ class _Replay:
                  mask: str | None = None, reset: str | None = None, end: str | None = None,
                  time: str | None = None, mode: str = "auto", batch_rows: int = DEFAULT_BATCH_ROWS,
                  device: Any = None, progress: bool | None = None, shards: int | None = None,
-                 ray_address: str | None = None) -> None:
+                 ray_address: str | None = None, cpus_per_shard: float = 1.0) -> None:
         if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
             raise ConfigError(f"`batch_rows` must be a positive integer, got {batch_rows!r}")
         self.source: Source = open_source(source)
@@ -116,7 +117,8 @@ class _Replay:
         self.options = {"key": key, "features": features, "mask": mask, "reset": reset, "end": end,
                         "time": time, "mode": mode}
         self.batch_rows, self.device = batch_rows, device
-        self.cluster = None if shards is None else {"shards": shards, "address": ray_address}
+        self.cluster = None if shards is None else {"shards": shards, "address": ray_address,
+                                                    "num_cpus": cpus_per_shard}
         self.runtime = self._runtime(self.model)
         self.progress = (sys.stderr.isatty() or _in_notebook()) if progress is None else bool(progress)
 

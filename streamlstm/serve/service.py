@@ -38,7 +38,7 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
           max_delay_ms: float = 2.0, max_batch_rows: int = 16384, put_buffer_rows: int = 1024,
           token_file: str | os.PathLike | None = None, tls_cert: str | os.PathLike | None = None,
           tls_key: str | os.PathLike | None = None, shards: int | None = None, ray_address: str | None = None,
-          stop: threading.Event | None = None) -> int:
+          cpus_per_shard: float = 1.0, stop: threading.Event | None = None) -> int:
     """Serve ``model`` over Arrow Flight until SIGTERM/SIGINT (or ``stop`` is set); returns 0.
 
     Args:
@@ -56,6 +56,7 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
             micro-batch is cut by key group and fed to every shard, all or nothing, with the outputs
             and errors of one runtime; checkpoints stay runtime files (resumable on any shard count).
         ray_address (str, None): the Ray cluster for ``shards`` (None: a local Ray).
+        cpus_per_shard (float, 1.0): CPUs Ray reserves for each shard actor.
         stop (threading.Event, None): stop when set (also without signals, e.g. off the main thread).
 
     Raises:
@@ -74,7 +75,9 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
     if checkpoint is not None:
         store = ServerCheckpoints(checkpoint, _model_file(model), options, resume=resume)
         state = store.open()
-    runtime = _runtime(state, model, device, options, shards, ray_address)
+    cluster = None if shards is None else {"shards": shards, "address": ray_address, "num_cpus": cpus_per_shard,
+                                           "device": device}
+    runtime = _runtime(state, model, device, options, cluster)
     scheme = "grpc+tls" if tls else "grpc"
     server = StreamServer(runtime, f"{scheme}://{host}:{port}", token=token, tls=tls, max_delay_ms=max_delay_ms,
                           max_batch_rows=max_batch_rows, put_buffer_rows=put_buffer_rows,
@@ -94,19 +97,18 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
     return 0
 
 
-def _runtime(state: Path | None, model: Any, device: Any, options: dict[str, Any], shards: int | None,
-             ray_address: str | None) -> Any:
+def _runtime(state: Path | None, model: Any, device: Any, options: dict[str, Any],
+             cluster: dict[str, Any] | None) -> Any:
     """The runtime to serve: resumed from the checkpoint's runtime file or new; sharded with ``shards``."""
     from streamlstm.io.replay import load_model_file
     from streamlstm.io.runtime_file import load_runtime
     from streamlstm.runtime import StreamRuntime
 
-    if shards is None:
+    if cluster is None:
         return load_runtime(state, device=device) if state is not None else \
             StreamRuntime(load_model_file(model, device), device=device, **options)
     from streamlstm.cluster import ShardedRuntime
 
-    cluster = {"shards": shards, "address": ray_address, "device": device}
     return ShardedRuntime.load(state, **cluster) if state is not None else \
         ShardedRuntime(load_model_file(model, device), **cluster, **options)
 

@@ -62,6 +62,7 @@ def test_replay_with_two_shards_equals_replay_without_row_for_row(ray_address, m
     one, two = tmp_path / "one.arrow", tmp_path / "two.arrow"
     subprocess.run([*common, "--out", str(one)], check=True, env=_env(), timeout=300)
     result = subprocess.run([*common, "--out", str(two), "--shards", "2", "--ray-address", ray_address,
+                             "--cpus-per-shard", "0.1",
                              "--checkpoint", str(tmp_path / "ckpt"), "--checkpoint-every", "2"],
                             env=_env(), timeout=300, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -91,7 +92,7 @@ def test_serve_with_two_shards_and_eight_clients_equals_a_local_runtime(ray_addr
             for _ in range(batches)])
     bad = pa.record_batch({"stream_id": pa.array([1, 2], pa.int64()),
                            "x": pa.FixedSizeListArray.from_arrays(pa.array([0.0] * 7 + [np.nan], pa.float32()), F)})
-    args = ["--model", str(model_file), "--shards", "2", "--ray-address", ray_address,
+    args = ["--model", str(model_file), "--shards", "2", "--ray-address", ray_address, "--cpus-per-shard", "0.1",
             "--checkpoint", str(tmp_path / "ckpt")]
     with ServerProcess(args, tmp_path) as server:
         server.wait_healthy()
