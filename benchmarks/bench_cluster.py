@@ -113,7 +113,7 @@ def latency_section(sharded: sl.ShardedRuntime, calls: int, results: list) -> No
                                                                       / np.percentile(samples["local"], 99)), "-"))
 
 
-def replay_section(rows: int, directory: Path, results: list) -> None:
+def replay_section(rows: int, directory: Path, results: list, cpus: float) -> None:
     rng = np.random.default_rng(4)
     source = directory / "replay-in.arrow"
     keys = rng.integers(0, 1000, rows)
@@ -127,7 +127,8 @@ def replay_section(rows: int, directory: Path, results: list) -> None:
     seconds = {}
     for shards in (1, 2):
         started = time.perf_counter()
-        sl.replay_to_file(source, model, directory / f"out-{shards}.arrow", key="id", shards=shards, progress=False)
+        sl.replay_to_file(source, model, directory / f"out-{shards}.arrow", key="id", shards=shards,
+                          cpus_per_shard=cpus, progress=False)
         seconds[shards] = time.perf_counter() - started
         print(f"replay {rows:,} rows, {shards} shard(s): {seconds[shards]:.2f} s "
               f"({rows / seconds[shards]:,.0f} rows/s, actors started included)", flush=True)
@@ -181,7 +182,7 @@ def main() -> None:
     latency_section(sharded, 50 if quick else 2000, results)
     sharded.close()
     with tempfile.TemporaryDirectory() as directory:
-        replay_section(20_000 if quick else 4_000_000, Path(directory), results)
+        replay_section(20_000 if quick else 4_000_000, Path(directory), results, cpus)
         rescale_section(10_000 if quick else 1_000_000, Path(directory), results, cpus)
     print()
     print_table(["section", "figure", "value", "goal"], [(s, f, f"{v:,.2f}", g) for s, f, v, g in results])

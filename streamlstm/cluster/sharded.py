@@ -66,6 +66,7 @@ class _RecoveryPoint:
 
     paths: list[str]
     own: bool
+    counters: list[dict] = field(default_factory=list)   # each shard's counters at the point (not own)
 
 
 class ShardedRuntime:
@@ -125,7 +126,8 @@ class ShardedRuntime:
         self._log: list[Any] = []
         self._recovery: _RecoveryPoint | None = None
         self._commits: dict[int, Any] = {}
-        self._base = dict.fromkeys(COUNTERS, 0)
+        self._base = dict.fromkeys(COUNTERS, 0)                          # counts no shard holds (a rescale)
+        self._carried = [dict.fromkeys(COUNTERS, 0) for _ in range(shards)]   # a shard's counts before a restart
         self._batches = 0
         self._seconds = 0.0
         self.restarts = 0
@@ -206,6 +208,8 @@ class ShardedRuntime:
                 own = point.own
                 self._ray.get(actor.restore.remote([point.paths[shard]] if own else point.paths,
                                                    None if own else self._layout.groups_of(shard)))
+                if not own:   # a fresh runtime counts from zero: carry the shard's counts at the point
+                    self._carried[shard] = dict(point.counters[shard])
             for batch in self._log:
                 part = BatchSplit.of(batch, self.columns.key, self._layout).parts.get(shard)
                 if part is not None:
@@ -312,7 +316,7 @@ class ShardedRuntime:
         """The totals, keyed as :meth:`StreamRuntime.stats` (``batches`` = batches fed to this runtime,
         ``rows_per_second`` over the driver's time), and under ``shards`` each shard's own stats."""
         shards = [s for _, s in sorted(self._ask("stats").items())]
-        total: dict[str, Any] = {name: self._base[name] + sum(s[name] for s in shards) for name in COUNTERS}
+        total: dict[str, Any] = {name: self._uncounted(name) + sum(s[name] for s in shards) for name in COUNTERS}
         total["batches"] = self._batches
         for name in ("streams", "capacity", "state_bytes", "busy_seconds"):
             total[name] = sum(s[name] for s in shards)
@@ -320,6 +324,10 @@ class ShardedRuntime:
         total["rows_per_second"] = total["rows"] / self._seconds if self._seconds else 0.0
         total["shards"] = shards
         return total
+
+    def _uncounted(self, name: str) -> int:
+        """What the shards' runtimes do not count of counter ``name`` (carried over rescales and restarts)."""
+        return self._base[name] + sum(c[name] for c in self._carried)
 
     def export_streams(self, key_groups: Iterable[int] | None = None) -> pa.Table:
         """As :meth:`StreamRuntime.export_streams` (all streams, or those of ``key_groups``)."""
@@ -352,10 +360,19 @@ class ShardedRuntime:
         self._ask("save", {i: (str(directory / name),) for i, name in enumerate(files)})
         totals = self.stats()
         write_manifest(directory, Manifest(self.key_groups, self.shard_ranges(), files, self._batches,
-                                           self.config(), {n: totals[n] for n in COUNTERS}, dict(self._base)))
+                                           self.config(), {n: totals[n] for n in COUNTERS},
+                                           {n: self._uncounted(n) for n in COUNTERS}))
         self._recovery = _RecoveryPoint([str(directory / name) for name in files], own=True)
         self._log.clear()
         return directory
+
+    def checkpointed(self, path: str | Path) -> None:
+        """Note that ``path``, a :func:`streamlstm.save_runtime` file of this runtime written at the current
+        batch boundary, is a checkpoint: a restarted shard starts from it, and the driver's log restarts
+        here (what replay and serve checkpoints call)."""
+        counters = [{n: s[n] + self._carried[i][n] for n in COUNTERS} for i, s in sorted(self._ask("stats").items())]
+        self._recovery = _RecoveryPoint([str(path)], own=False, counters=counters)
+        self._log.clear()
 
     @classmethod
     def load(cls, path: str | Path, shards: int | None = None, **options: Any) -> ShardedRuntime:
@@ -387,7 +404,7 @@ class ShardedRuntime:
         self._ask("restore", args)
         self._base = dict(manifest.base) if own else dict(manifest.counters)
         self._batches = int(manifest.batches)
-        self._recovery = _RecoveryPoint(paths, own)
+        self._recovery = _RecoveryPoint(paths, own, [dict.fromkeys(COUNTERS, 0)] * self.shards)
         self._log.clear()
 
     def close(self) -> None:

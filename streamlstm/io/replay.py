@@ -161,6 +161,11 @@ class _Replay:
     def streams(self) -> int:
         return int(self.runtime.stats()["streams_created"])
 
+    def checkpointed(self, path: Path) -> None:
+        """A sharded runtime restarts lost shards from ``path`` on and forgets the batches before it."""
+        if self.cluster is not None:
+            self.runtime.checkpointed(path)
+
     def close(self) -> None:
         """End the shard actors of a sharded replay (nothing to do for one runtime)."""
         if self.cluster is not None:
@@ -296,6 +301,7 @@ def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoin
                 if record.batches % every == 0:
                     record.parts = sink.sync()
                     record = checkpoint.commit(job.runtime, record)
+                    job.checkpointed(checkpoint.state_path(record))
             record.done = True
             record.parts = sink.sync()
             record = checkpoint.commit(job.runtime, record)

@@ -81,7 +81,7 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
     scheme = "grpc+tls" if tls else "grpc"
     server = StreamServer(runtime, f"{scheme}://{host}:{port}", token=token, tls=tls, max_delay_ms=max_delay_ms,
                           max_batch_rows=max_batch_rows, put_buffer_rows=put_buffer_rows,
-                          checkpoint=store.commit if store is not None else None,
+                          checkpoint=_checkpoint_function(store, shards is not None),
                           version=store.version if store is not None else 0)
     stop = stop if stop is not None else threading.Event()
     restore = _on_signals(stop)
@@ -95,6 +95,18 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
         restore()
         _shut_down(server, 1 if failed else 0, runtime if shards is not None else None)
     return 0
+
+
+def _checkpoint_function(store: ServerCheckpoints | None, sharded: bool) -> Any:
+    """What the server calls to checkpoint; a sharded runtime also restarts lost shards from it."""
+    if store is None or not sharded:
+        return None if store is None else store.commit
+
+    def commit(runtime: Any, version: int) -> dict[str, Any]:
+        written = store.commit(runtime, version)
+        runtime.checkpointed(written["path"])
+        return written
+    return commit
 
 
 def _runtime(state: Path | None, model: Any, device: Any, options: dict[str, Any],

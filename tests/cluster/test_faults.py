@@ -9,6 +9,7 @@ from cluster_helpers import COLUMNS, assert_same_output, assert_same_streams, ma
 from conftest import ACTOR_CPUS
 
 import streamlstm as sl
+from streamlstm.runtime.report import COUNTERS
 
 MODEL = model(2)
 
@@ -37,17 +38,23 @@ def test_killed_shards_recover_with_no_lost_or_repeated_effect(ray_session, tmp_
         for index, batch in enumerate(batches):
             if index == 2:      # no checkpoint yet: the shard starts empty and replays the log from the start
                 kill(ray_session, runtime.shard_actors()[1])
-            if index == 4:
-                runtime.save(tmp_path)
-            if index == 6:      # after a checkpoint: restored from it, then fed the batches since
+            if index == 3:
+                runtime.save(tmp_path / "dir")
+            if index == 4:      # restored from its own file of the checkpoint, then fed the batches since
                 kill(ray_session, runtime.shard_actors()[0])
+            if index == 5:      # a runtime file as the checkpoint (what replay and serve write)
+                sl.save_runtime(runtime, tmp_path / "one.arrow")
+                runtime.checkpointed(tmp_path / "one.arrow")
+            if index == 6:      # restored with its key groups from that file
+                kill(ray_session, runtime.shard_actors()[1])
             assert_same_output(runtime.feed(batch), expected[index])
-        assert runtime.restarts == 2
-        assert_same_streams(runtime, local)
-        assert runtime.stats()["rows"] == local.stats()["rows"]
-        kill(ray_session, runtime.shard_actors()[1])   # found dead by a query, too
-        assert len(runtime) == len(local)
         assert runtime.restarts == 3
         assert_same_streams(runtime, local)
+        assert {n: runtime.stats()[n] for n in COUNTERS} == {n: local.stats()[n] for n in COUNTERS}
+        kill(ray_session, runtime.shard_actors()[1])   # found dead by a query, too
+        assert len(runtime) == len(local)
+        assert runtime.restarts == 4   # the same shard restarted twice from the same file: counted once
+        assert_same_streams(runtime, local)
+        assert {n: runtime.stats()[n] for n in COUNTERS} == {n: local.stats()[n] for n in COUNTERS}
     finally:
         runtime.close()
