@@ -31,7 +31,7 @@ from streamlstm.cluster.layout import BatchSplit, ShardLayout
 from streamlstm.cluster.manifest import MODEL_FILE, Manifest, read_manifest, shard_file_name, write_manifest
 from streamlstm.cluster.ray_support import start_ray
 from streamlstm.cluster.shard import Shard
-from streamlstm.errors import ConfigError, StreamLSTMError
+from streamlstm.errors import ConfigError, StateError, StreamLSTMError
 from streamlstm.io.model_file import load_model, model_to_bytes, save_model
 from streamlstm.io.runtime_file import load_runtime
 from streamlstm.runtime import StreamRuntime
@@ -82,6 +82,8 @@ class ShardedRuntime:
         num_gpus (float, 0): GPUs per actor; with GPUs, ``device`` defaults to "cuda".
         address (str, None): the Ray cluster to join ("auto": the one ``ray start`` runs here); None
             starts a local Ray unless one is connected already.
+        recover (bool, True): keep the batches fed since the last checkpoint, to restart a lost shard;
+            False keeps none (a lost shard is then an error), e.g. for a replay without checkpoints.
         **runtime_options: the other :class:`~streamlstm.StreamRuntime` arguments (key, features,
             mask, reset, end, time, mode, device, late, allow_nonfinite, return_state, capacity).
             Eviction (``idle_ttl``, ``max_streams``, ``on_evict``) is per runtime and is refused here.
@@ -97,7 +99,7 @@ class ShardedRuntime:
 
     def __init__(self, model: torch.nn.Module, shards: int = 2, key_groups: int = 128, *,
                  threads_per_shard: int = 1, num_cpus: float = 1, num_gpus: float = 0, address: str | None = None,
-                 **runtime_options: Any) -> None:
+                 recover: bool = True, **runtime_options: Any) -> None:
         refused = sorted(name for name in _EVICTION if runtime_options.get(name) is not None)
         if refused:
             raise ConfigError(f"ShardedRuntime does not evict streams: {', '.join(refused)} must be None "
@@ -124,6 +126,7 @@ class ShardedRuntime:
         self._threads = threads_per_shard
         self._shards = [self._spawn() for _ in range(shards)]
         self._log: list[Any] = []
+        self._recover_shards = bool(recover)
         self._recovery: _RecoveryPoint | None = None
         self._commits: dict[int, Any] = {}
         self._base = dict.fromkeys(COUNTERS, 0)                          # counts no shard holds (a rescale)
@@ -200,6 +203,9 @@ class ShardedRuntime:
 
     def _recover(self, dead: set[int]) -> None:
         """Start each dead shard again: from the last checkpoint, then its part of every logged batch."""
+        if not self._recover_shards:
+            raise StateError(f"shard(s) {sorted(dead)} of this ShardedRuntime died and it keeps no log to restart "
+                             f"them from (recover=False); load the last checkpoint instead")
         for shard in sorted(dead):
             self._ray.kill(self._shards[shard], no_restart=True)
             actor = self._spawn()
@@ -274,7 +280,8 @@ class ShardedRuntime:
             self._ask("abort", dict.fromkeys(results, ()))
             # An error without a row (a schema error) comes before row errors; then the first row.
             raise min(errors, key=lambda e: (e[1] >= 0, e[1]))[0] if errors else flight.problem
-        self._log.append(flight.batch)   # before the commits: a shard lost during one replays this batch
+        if self._recover_shards:
+            self._log.append(flight.batch)   # before the commits: a shard lost during one replays this batch
         self._commits = {i: self._shards[i].commit.remote() for i in results}
         self._batches += 1
         output = flight.split.assemble(results)

@@ -17,7 +17,9 @@ Options (keyword-only; the ``streamlstm replay`` flags of the same names mean th
         length is known); None = when standard error is a terminal or in a notebook.
     shards (int, None): replay on a :class:`streamlstm.ShardedRuntime` of this many Ray actors (each
         owning a range of key groups); the driver reads and cuts the batches, and the outputs come back
-        in input order, row for row what one runtime gives. Checkpoints are runtime files either way.
+        in input order, row for row what one runtime gives. Checkpoints are runtime files either way; a
+        lost shard is restarted from the last one (without ``checkpoint``, a lost shard is an error:
+        the driver keeps no copy of the input).
     ray_address (str, None): the Ray cluster for ``shards`` ("auto": the one ``ray start`` runs here);
         None starts a local Ray.
     cpus_per_shard (float, 1.0): CPUs Ray reserves for each shard actor.
@@ -105,7 +107,7 @@ class _Replay:
                  mask: str | None = None, reset: str | None = None, end: str | None = None,
                  time: str | None = None, mode: str = "auto", batch_rows: int = DEFAULT_BATCH_ROWS,
                  device: Any = None, progress: bool | None = None, shards: int | None = None,
-                 ray_address: str | None = None, cpus_per_shard: float = 1.0) -> None:
+                 ray_address: str | None = None, cpus_per_shard: float = 1.0, recover: bool = False) -> None:
         if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
             raise ConfigError(f"`batch_rows` must be a positive integer, got {batch_rows!r}")
         self.source: Source = open_source(source)
@@ -118,7 +120,7 @@ class _Replay:
                         "time": time, "mode": mode}
         self.batch_rows, self.device = batch_rows, device
         self.cluster = None if shards is None else {"shards": shards, "address": ray_address,
-                                                    "num_cpus": cpus_per_shard}
+                                                    "num_cpus": cpus_per_shard, "recover": recover}
         self.runtime = self._runtime(self.model)
         self.progress = (sys.stderr.isatty() or _in_notebook()) if progress is None else bool(progress)
 
@@ -257,7 +259,8 @@ def replay_to_file(source: Any, model: Any, out: str | os.PathLike, *, format: s
         raise ConfigError("`resume` needs the `checkpoint` directory of the run to resume (--checkpoint DIR)")
     if out.is_dir():
         raise SourceError(f"output {out} is a directory; name a file")
-    job = _Replay(source, model, **options)
+    # Without checkpoints a lost shard cannot be restarted anyway: keep no log of the input in memory.
+    job = _Replay(source, model, recover=checkpoint is not None, **options)
     started = _time.perf_counter()
     try:
         if checkpoint is None:
