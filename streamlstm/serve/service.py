@@ -75,8 +75,9 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
     if checkpoint is not None:
         store = ServerCheckpoints(checkpoint, _model_file(model), options, resume=resume)
         state = store.open()
+    # Without checkpoints a lost shard cannot be restarted from one: keep no log of every batch served.
     cluster = None if shards is None else {"shards": shards, "address": ray_address, "num_cpus": cpus_per_shard,
-                                           "device": device}
+                                           "device": device, "recover": checkpoint is not None}
     runtime = _runtime(state, model, device, options, cluster)
     scheme = "grpc+tls" if tls else "grpc"
     server = StreamServer(runtime, f"{scheme}://{host}:{port}", token=token, tls=tls, max_delay_ms=max_delay_ms,
