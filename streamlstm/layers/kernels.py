@@ -21,8 +21,9 @@ Precision policy: PyTorch's one knob, ``torch.get_float32_matmul_precision()``, 
 kernel. ``"highest"`` (PyTorch's default) computes float32 exactly (IEEE) everywhere; ``"high"`` and
 ``"medium"`` let CUDA use TF32 tensor cores. The GEMM kernels (the step path, the generic loop, Dense
 heads; cuBLAS on CUDA) read that setting themselves. cuDNN's LSTM does not: it reads
-``torch.backends.cudnn.rnn.fp32_precision``, "tf32" by default, so ``mode="step"`` and
-``mode="chunk"`` would differ by about 1e-3 on Ampere and later GPUs. :func:`native_sequence` therefore
+``torch.backends.cudnn.rnn.fp32_precision`` (``cudnn.allow_tf32`` before torch 2.9), "tf32" by
+default, so ``mode="step"`` and ``mode="chunk"`` would differ by about 1e-3 on Ampere and later GPUs.
+:func:`native_sequence` therefore
 runs cuDNN under :func:`cudnn_rnn_precision` (``"ieee"`` at "highest", ``"tf32"`` otherwise) and puts the
 global setting back after the call; when gradients are needed, cuDNN's backward runs under the same
 precision (autograd would otherwise run it later at the global setting). Tensors on the CPU skip all
@@ -44,7 +45,6 @@ __all__ = ["cudnn_rnn_precision", "gates", "native_cell", "native_sequence", "st
 _VF_LSTM_CELL = torch._VF.lstm_cell  # noqa: SLF001 (torch's native kernels have no public name)
 _VF_LSTM = torch._VF.lstm  # noqa: SLF001
 
-# The setting cuDNN's RNN kernels read (``at::globalContext().allowTF32CuDNN(Float32Op::RNN)``).
 _CUDNN_RNN = torch.backends.cudnn.rnn
 # One cuDNN call under the policy at a time: two threads that each save, set and restore the global
 # setting could otherwise restore each other's value in the middle of a call (or leave it changed).
@@ -52,6 +52,31 @@ _CUDNN_RNN_LOCK = threading.Lock()
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 _T = TypeVar("_T")
+
+
+class _CudnnRnnSetting:
+    """The global setting cuDNN's RNN kernels read (``allowTF32CuDNN(Float32Op::RNN)``): the per-operator
+    ``torch.backends.cudnn.rnn.fp32_precision`` where torch has one (2.9 and later), else cuDNN's one
+    legacy flag ``torch.backends.cudnn.allow_tf32``."""
+
+    def __init__(self, per_operator: bool) -> None:
+        self.per_operator = per_operator
+
+    def read(self) -> str | bool:
+        return _CUDNN_RNN.fp32_precision if self.per_operator else torch.backends.cudnn.allow_tf32
+
+    def write(self, value: str | bool) -> None:
+        if self.per_operator:
+            _CUDNN_RNN.fp32_precision = value
+        else:
+            torch.backends.cudnn.allow_tf32 = value
+
+    def value_for(self, precision: str) -> str | bool:
+        """What to write for ``precision`` ("ieee" or "tf32")."""
+        return precision if self.per_operator else precision == "tf32"
+
+
+_SETTING = _CudnnRnnSetting(per_operator=hasattr(_CUDNN_RNN, "fp32_precision"))
 
 
 def gates(z: torch.Tensor, c: torch.Tensor, activation: Activation,
@@ -114,19 +139,19 @@ def cudnn_rnn_precision() -> str:
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
-def _under_policy(precision: str, call: Callable[[], _T]) -> _T:
+def _under_policy(precision: str, call: Callable[[], _T], setting: _CudnnRnnSetting = _SETTING) -> _T:
     """``call()`` with cuDNN's RNN precision set to ``precision``, the global setting restored after.
 
     Only the RNN setting is touched: ``torch.backends.cudnn.flags(allow_tf32=...)`` would also reset
     ``enabled`` (to False: no cuDNN at all), ``benchmark`` and ``deterministic`` to its own defaults, and
     the legacy ``allow_tf32`` getter raises once the per-operator settings differ."""
     with _CUDNN_RNN_LOCK:
-        saved = _CUDNN_RNN.fp32_precision
-        _CUDNN_RNN.fp32_precision = precision
+        saved = setting.read()
+        setting.write(setting.value_for(precision))
         try:
             return call()
         finally:
-            _CUDNN_RNN.fp32_precision = saved
+            setting.write(saved)
 
 
 class _SequenceUnderPolicy(torch.autograd.Function):

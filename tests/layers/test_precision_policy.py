@@ -19,7 +19,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import streamlstm as sl
 from streamlstm.layers import fused_lstm
-from streamlstm.layers.kernels import _SequenceUnderPolicy, cudnn_rnn_precision, native_sequence
+from streamlstm.layers.kernels import (
+    _CudnnRnnSetting,
+    _SequenceUnderPolicy,
+    _under_policy,
+    cudnn_rnn_precision,
+    native_sequence,
+)
 
 RNN = torch.backends.cudnn.rnn
 CONV = torch.backends.cudnn.conv
@@ -169,6 +175,18 @@ def test_the_setting_is_restored_when_the_kernel_raises() -> None:
         native_sequence(*sequence_args())
     assert watch.seen == ["ieee"]
     assert settings() == (True, "tf32", "tf32")
+
+
+@pytest.mark.parametrize(("start", "precision", "inside"), [(True, "ieee", (False, "none", "none")),
+                                                          (False, "tf32", (True, "tf32", "tf32"))])
+def test_torch_before_per_operator_settings_gets_the_legacy_flag(start, precision, inside) -> None:
+    """torch < 2.9 has no ``cudnn.rnn.fp32_precision``; there cuDNN's RNN reads ``cudnn.allow_tf32``.
+    That flag still drives the RNN setting in this torch, so the fallback is checked for real here."""
+    torch.backends.cudnn.allow_tf32 = start
+    before, seen = settings(), []
+    _under_policy(precision, lambda: seen.append(settings()), _CudnnRnnSetting(per_operator=False))
+    assert seen == [inside]
+    assert settings() == before
 
 
 def test_cpu_tensors_leave_the_cudnn_setting_alone() -> None:
