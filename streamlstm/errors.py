@@ -66,7 +66,15 @@ class StateError(StreamLSTMError, ValueError):
 
 
 class StreamError(StreamLSTMError, ValueError):
-    """A record batch fed to a stream runtime is invalid; no state was changed."""
+    """A record batch fed to a stream runtime is invalid; no state was changed.
+
+    ``row`` is the batch row the message names (None when it names none), so that a caller feeding
+    rows of a larger input (e.g. replay) can name the input row instead.
+    """
+
+    def __init__(self, *args: object, row: int | None = None) -> None:
+        super().__init__(*args)
+        self.row = row
 
 
 class SchemaError(StreamError):

@@ -34,8 +34,8 @@ import pyarrow as pa
 
 from streamlstm.errors import FileError
 
-__all__ = ["TRAILER_SIZE", "append_trailer", "check_file", "crc32_file", "decoding", "has_trailer", "load_ipc",
-           "seal", "sealed", "unseal"]
+__all__ = ["TRAILER_SIZE", "append_trailer", "check_file", "crc32_file", "decoding", "fingerprint", "has_trailer",
+           "load_ipc", "seal", "sealed", "unseal"]
 
 TRAILER_SIZE = 44
 _MAGIC = b"\nstreamlstm-crc32 "
@@ -206,11 +206,24 @@ def load_ipc(data: bytes | memoryview, name: str, kind: bytes, reads: tuple[int,
 
 
 @contextlib.contextmanager
-def decoding(name: str, what: str) -> Iterator[None]:
-    """Turn any error while interpreting checked content into one :class:`FileError` naming ``name``."""
+def decoding(name: str, what: str, hint: str = "") -> Iterator[None]:
+    """Turn any error while interpreting checked content into one :class:`FileError` naming ``name``
+    (``hint``, if any, ends the message)."""
     try:
         yield
     except FileError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the content makes a parser raise is one file error
-        raise FileError(f"{name} holds {what} that cannot be loaded: {_reason(exc)}") from exc
+        raise FileError(f"{name} holds {what} that cannot be loaded: {_reason(exc)}{hint}") from exc
+
+
+def fingerprint(path: str | os.PathLike, block: int = _CHUNK) -> list[Any]:
+    """What identifies an input file cheaply, however large: ``[size, mtime_ns, crc]`` where ``crc``
+    is the CRC-32 of its first and last ``block`` bytes. A file rewritten in place is caught by its
+    new mtime even when its size, head and tail are unchanged."""
+    status = os.stat(path)
+    size = status.st_size
+    crc = crc32_file(path, 0, min(size, block))
+    if size > block:
+        crc = crc32_file(path, max(block, size - block), size, crc)
+    return [size, status.st_mtime_ns, crc]

@@ -337,7 +337,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
             f"time column {name!r} must increase strictly per stream: row {row} (stream "
             f"{describe_key(parsed.keys, row)}) has time {parsed.time_column[row].as_py()!r}, not after the "
             f"stream's earlier time {_as_time(previous[row], parsed.time_column.type)!r}; pass late='drop' to "
-            f"drop such rows"
+            f"drop such rows", row=row
         )
 
     def _evict(self) -> None:

@@ -91,7 +91,7 @@ def _no_nulls(array: pa.Array, name: str, keys: pa.Array | None) -> None:
     if array.null_count:
         row = int(np.flatnonzero(~np.asarray(array.is_valid().to_numpy(zero_copy_only=False)))[0])
         stream = "" if keys is None or array is keys else f" (stream {describe_key(keys, row)})"
-        raise StreamError(f"column {name!r} has a null at row {row}{stream}; nulls are not allowed")
+        raise StreamError(f"column {name!r} has a null at row {row}{stream}; nulls are not allowed", row=row)
 
 
 def _bool_column(batch: pa.RecordBatch, name: str | None, role: str, keys: pa.Array) -> np.ndarray | None:
@@ -131,7 +131,7 @@ def _fixed_size_features(array: pa.Array, name: str, width: int | None, keys: pa
     if values.null_count:
         row = int(np.flatnonzero(~values.is_valid().to_numpy(zero_copy_only=False))[0]) // size
         raise StreamError(f"column {name!r} has a null feature value at row {row} "
-                          f"(stream {describe_key(keys, row)}); nulls are not allowed")
+                          f"(stream {describe_key(keys, row)}); nulls are not allowed", row=row)
     x = values.to_numpy(zero_copy_only=True) if len(values) else np.empty(0, np.float32)
     if x.dtype == np.float16:
         x = x.astype(np.float32)
@@ -157,7 +157,8 @@ def _check_finite(x: np.ndarray, name: str, keys: pa.Array) -> None:
     if not _finite(x):
         row, col = (int(v[0]) for v in np.nonzero(~np.isfinite(x)))
         raise StreamError(f"column {name!r} has a non-finite value ({x[row, col]}) at row {row}, feature {col} "
-                          f"(stream {describe_key(keys, row)}); pass allow_nonfinite=True to accept NaN/Inf")
+                          f"(stream {describe_key(keys, row)}); pass allow_nonfinite=True to accept NaN/Inf",
+                          row=row)
 
 
 def time_values(array: pa.Array, name: str, expected_type: pa.DataType | None) -> np.ndarray:
