@@ -286,7 +286,7 @@ class ResumableArrowSink:
                     batch = reader.read_next_batch()
                     batch.validate(full=True)
                     self.write(batch.slice(0, rows - self.rows))
-        except (StopIteration, pa.ArrowException, ValueError) as exc:
+        except (StopIteration, pa.ArrowException, ValueError, OSError, MemoryError) as exc:  # a version 1 file
             self.abort()
             fresh.unlink(missing_ok=True)
             raise FileError(f"{self.partial} is damaged or holds fewer than the {rows:,} output rows the checkpoint "
