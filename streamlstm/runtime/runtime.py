@@ -93,7 +93,9 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         max_streams (int, None): after each batch keep at most this many streams, evicting the least
             recently used first.
         on_evict (callable, None): ``on_evict(key, state)`` for each evicted stream, after the batch is
-            committed; ``state`` is as returned by :meth:`state`.
+            committed; ``state`` is as returned by :meth:`state`. If it raises, ``feed`` still returns
+            the batch's output and the error becomes an ``EvictionWarning`` (see
+            :mod:`streamlstm.runtime.eviction`).
         return_state (bool, False): add ``h_<i>`` and ``c_<i>`` columns (each LSTM cell's state after
             the row; forces step mode).
         capacity (int, 1024): initial number of stream slots; it doubles when full (unused slots cost
@@ -216,7 +218,8 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         store = self._store
         parsed = self._parser.parse(batch, width=self._plan.input_dim,
                                     expected_key_kind=None if store is None else store.key_kind,
-                                    time_type=self._time_type, allow_nonfinite=self.allow_nonfinite)
+                                    time_type=self._time_type, allow_nonfinite=self.allow_nonfinite,
+                                    dtype=self._plan.dtype)
         if parsed.num_rows == 0:
             return _empty_output(parsed, self._columns) if self._output is None else \
                 self._output.build(parsed.keys, parsed.time_column, None, None)
@@ -353,8 +356,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         store.compact()
         for reason, count in reasons.items():
             self.counters[f"evicted_{reason}"] += count
-        for key, state in notes:
-            self._eviction.on_evict(report.python_key(key), state)
+        self._eviction.notify((report.python_key(key), state) for key, state in notes)
 
     # -- summaries -----------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
