@@ -11,7 +11,7 @@ import pytest
 
 import streamlstm as sl
 from streamlstm.errors import FileError
-from streamlstm.io.checksum import TRAILER_SIZE
+from streamlstm.io.checksum import TRAILER_SIZE, seal
 
 V1 = Path(__file__).parent.parent / "fixtures" / "runtime_v1"
 
@@ -70,3 +70,33 @@ def test_an_unknown_format_version_is_refused(tmp_path):
     with pytest.raises(FileError, match=r"future.arrow' has stream_runtime format_version '99'; this streamlstm "
                                         r"reads 1, 2, 3"):
         sl.load_runtime(tmp_path / "future.arrow")
+
+
+def _hand_made(tmp_path: Path, edit) -> Path:
+    """A runtime file with a valid checksum whose streams table was changed by ``edit(table)``."""
+    runtime = sl.load_runtime(V1 / "runtime.arrow")
+    sl.save_runtime(runtime, tmp_path / "good.arrow")
+    size = (tmp_path / "good.arrow").stat().st_size
+    table = pa.ipc.open_file(str(tmp_path / "good.arrow"), footer_offset=size - TRAILER_SIZE).read_all()
+    table = edit(table)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    path = tmp_path / "hand_made.arrow"
+    path.write_bytes(seal(sink.getvalue().to_pybytes()))
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("duplicate key", r"StateError: streams table has key 'a' more than once"),
+    ("null key", r"streams column 'key' has nulls"),
+])
+def test_a_hand_made_file_with_bad_keys_is_refused(tmp_path, case, message):
+    def edit(table):
+        if case == "duplicate key":
+            return pa.concat_tables([table, table.slice(0, 1)])
+        keys = pa.array([None, *table.column("key").to_pylist()[1:]], table.schema.field("key").type)
+        return table.set_column(0, table.schema.field("key"), keys)
+
+    with pytest.raises(FileError, match=f"hand_made.arrow' holds a runtime that cannot be loaded: .*{message}"):
+        sl.load_runtime(_hand_made(tmp_path, edit))
