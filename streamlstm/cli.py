@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 unexpected failure, 2 bad usage or bad input (one line 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -164,6 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).splitlines())  # one line, whatever the message
         print(f"streamlstm {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        if argv is None and args.command == "serve":
+            # The server is stopped and the process only exits from here on: a late SIGINT/SIGTERM
+            # (serve() restored the handlers it replaced) must not raise or kill it before its exit status.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,9 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         max_streams (int, None): after each batch keep at most this many streams, evicting the least
             recently used first.
         on_evict (callable, None): ``on_evict(key, state)`` for each evicted stream, after the batch is
-            committed; ``state`` is as returned by :meth:`state`.
+            committed; ``state`` is as returned by :meth:`state`. If it raises, ``feed`` still returns
+            the batch's output and the error becomes an ``EvictionWarning`` (see
+            :mod:`streamlstm.runtime.eviction`).
         return_state (bool, False): add ``h_<i>`` and ``c_<i>`` columns (each LSTM cell's state after
             the row; forces step mode).
         capacity (int, 1024): initial number of stream slots; it doubles when full (unused slots cost
@@ -293,7 +295,8 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         store = self._store
         parsed = self._parser.parse(batch, width=self._plan.input_dim,
                                     expected_key_kind=None if store is None else store.key_kind,
-                                    time_type=self._time_type, allow_nonfinite=self.allow_nonfinite)
+                                    time_type=self._time_type, allow_nonfinite=self.allow_nonfinite,
+                                    dtype=self._plan.dtype)
         prepared = PreparedFeed(self, self._token(), parsed)
         if parsed.num_rows == 0:
             prepared.output = _empty_output(parsed, self._columns) if self._output is None else \
@@ -432,7 +435,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
             f"time column {name!r} must increase strictly per stream: row {row} (stream "
             f"{describe_key(parsed.keys, row)}) has time {parsed.time_column[row].as_py()!r}, not after the "
             f"stream's earlier time {_as_time(previous[row], parsed.time_column.type)!r}; pass late='drop' to "
-            f"drop such rows"
+            f"drop such rows", row=row
         )
 
     def _evict(self) -> None:
@@ -448,8 +451,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         store.compact()
         for reason, count in reasons.items():
             self.counters[f"evicted_{reason}"] += count
-        for key, state in notes:
-            self._eviction.on_evict(report.python_key(key), state)
+        self._eviction.notify((report.python_key(key), state) for key, state in notes)
 
     # -- summaries -----------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
