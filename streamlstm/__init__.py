@@ -11,6 +11,7 @@ from streamlstm.keras_import import load_keras, save_keras
 from streamlstm.layers import LSTM, RNN, LSTMCell, StackedRNNCells
 from streamlstm.runtime import StreamRuntime
 from streamlstm.runtime.key_groups import key_group
+from streamlstm.train import StreamTrainer
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,7 @@ __all__ = [
     "StackedRNNCells",
     "StreamLSTMError",
     "StreamRuntime",
+    "StreamTrainer",
     "__version__",
     "errors",
     "flight",
