@@ -21,6 +21,7 @@ from streamlstm.runtime.segments import plan_rows
 from streamlstm.runtime.store import Placement, Stamp, StreamStore
 from streamlstm.train.forward import TrainOutcome, forward
 from streamlstm.train.losses import resolve_loss
+from streamlstm.train.persist import read_trainer, write_trainer
 from streamlstm.train.targets import parse_targets
 
 __all__ = ["StreamTrainer"]
@@ -103,6 +104,31 @@ class StreamTrainer:
         self._lock = threading.RLock()
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.last_loss: float | None = None
+
+    @classmethod
+    def restore(cls, runtime: StreamRuntime, optimizer: OptimizerArg, loss: str | Callable,
+                target: str | list[str], clip_grad_norm: float | None = None) -> StreamTrainer:
+        """A trainer over an existing runtime's model and carries (e.g. one from ``load_runtime``); the
+        other arguments are as for the constructor."""
+        if not isinstance(runtime, StreamRuntime):
+            raise ArgumentTypeError(f"`runtime` must be a StreamRuntime, got {type(runtime).__name__}")
+        trainer = cls.__new__(cls)
+        trainer._setup(runtime, optimizer, loss, target, clip_grad_norm)  # noqa: SLF001 (its own class, not built yet)
+        return trainer
+
+    def save(self, path: Any) -> None:
+        """Write the model, the optimizer's state, every stream's carries and the counters to ``path``
+        atomically (:mod:`streamlstm.train.persist`; the file is also a runtime file)."""
+        with self._lock:
+            write_trainer(self, path)
+
+    @classmethod
+    def load(cls, path: Any, optimizer: Callable[[Any], torch.optim.Optimizer], *, loss: str | Callable | None = None,
+             device: Any = None) -> StreamTrainer:
+        """Read a trainer written by :meth:`save`. ``optimizer`` builds the optimizer from the loaded
+        model's parameters (the same class and settings as when saved); ``loss`` is needed again only
+        when it was a callable. Continues exactly where the saved trainer stopped."""
+        return read_trainer(cls, path, optimizer, loss, device)
 
     @property
     def model(self) -> torch.nn.Module:
