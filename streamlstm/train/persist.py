@@ -48,14 +48,19 @@ def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], 
     return {"class": type(optimizer).__name__, "param_groups": groups, "values": values}, tensors
 
 
-def _optimizer_state(saved: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _optimizer_state(saved: dict[str, Any], tensors: dict[str, torch.Tensor],
+                     fresh: list[dict[str, Any]]) -> dict[str, Any]:
+    """The optimizer ``state_dict`` to load; tuples (JSON lists) come back where ``fresh`` groups
+    hold tuples (Adam's ``betas``)."""
+    groups = [{k: (tuple(v) if isinstance(v, list) and isinstance(like.get(k), tuple) else v)
+               for k, v in group.items()} for group, like in zip(saved["param_groups"], fresh)]
     state: dict[int, dict[str, Any]] = {}
     for index, entry in saved["values"].items():
         state.setdefault(int(index), {}).update(entry)
     for name, value in tensors.items():
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": saved["param_groups"]}
+    return {"state": state, "param_groups": groups + saved["param_groups"][len(groups):]}
 
 
 def write_trainer(trainer: Any, path: Any) -> None:
@@ -94,7 +99,8 @@ def read_trainer(cls: type, path: Any, optimizer: Callable[[Any], torch.optim.Op
         raise StateError(f"the file holds the state of a {saved['class']} optimizer, `optimizer` made a "
                          f"{type(trainer.optimizer).__name__}")
     try:
-        trainer.optimizer.load_state_dict(_optimizer_state(saved, tensors_from_bytes(metadata[_TENSORS])))
+        fresh = trainer.optimizer.state_dict()["param_groups"]
+        trainer.optimizer.load_state_dict(_optimizer_state(saved, tensors_from_bytes(metadata[_TENSORS]), fresh))
     except (ValueError, KeyError) as exc:
         raise StateError(f"the saved optimizer state does not fit `optimizer`: {exc}") from exc
     trainer.counters.update(settings["counters"])
