@@ -117,7 +117,8 @@ def fit_streams(model: torch.nn.Module, source: Any, *, key: str = "stream_id", 
                 lr: float | None = None, loss: str | Callable = "mse", mask: str | None = None,
                 reset: str | None = None, end: str | None = None, clip_grad_norm: float | None = None,
                 device: Any = None, progress: bool | None = None, checkpoint: Any = None,
-                checkpoint_every: int = 50, resume: bool = False) -> StreamTrainer:
+                checkpoint_every: int = 50, resume: bool = False,
+                on_batch: Callable[[int, int, float | None], None] | None = None) -> StreamTrainer:
     """Train ``model`` on every stream of ``source`` with truncated BPTT over windows of ``window``
     rows (see the module docstring); returns the :class:`StreamTrainer` (its ``model`` is trained).
 
@@ -132,6 +133,8 @@ def fit_streams(model: torch.nn.Module, source: Any, *, key: str = "stream_id", 
             SGD and 0.001 for Adam, as Keras), or as for :class:`StreamTrainer` (a callable when resuming).
         progress (bool, None): a tqdm bar with the running loss (default: on a terminal or in a notebook).
         checkpoint (path, None), checkpoint_every (int, 50), resume (bool, False): see the module docstring.
+        on_batch (callable, None): ``on_batch(epoch, batch, loss)`` after each batch (``loss`` None when
+            no row of the batch counted), e.g. to record the loss curve.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"`epochs` must be a positive integer, got {epochs!r}")
@@ -152,10 +155,12 @@ def fit_streams(model: torch.nn.Module, source: Any, *, key: str = "stream_id", 
     if trainer is None:
         trainer = StreamTrainer(model, optimizer, loss, key=key, features=features, target=target, mask=mask,
                                 reset=reset, end=end, clip_grad_norm=clip_grad_norm, device=device)
-    for index in _progress(trainer, windows, epochs, progress):
+    for epoch, index in _progress(trainer, windows, epochs, progress):
         if index == 0:
             trainer.runtime.reset()
         trainer.learn(windows.batch(index))
+        if on_batch is not None:
+            on_batch(epoch, index, trainer.last_loss)
         last = index == len(windows) - 1
         if saver is not None and (last or trainer.stats()["batches"] % checkpoint_every == 0):
             trainer.save(saver.trainer_path)
@@ -163,8 +168,8 @@ def fit_streams(model: torch.nn.Module, source: Any, *, key: str = "stream_id", 
 
 
 def _progress(trainer: StreamTrainer, windows: Windows, epochs: int,
-              progress: bool | None) -> Iterator[int]:
-    """The batch index within the epoch, from where ``trainer`` is (its batches so far are this run's), with a
+              progress: bool | None) -> Iterator[tuple[int, int]]:
+    """``(epoch, batch index)`` from where ``trainer`` is (its batches so far are this run's), with a
     tqdm bar showing the running loss (mean of the epoch's batch losses so far)."""
     from tqdm.auto import tqdm
 
@@ -179,7 +184,7 @@ def _progress(trainer: StreamTrainer, windows: Windows, epochs: int,
             epoch, index = divmod(step, per_epoch)
             if index == 0:
                 losses = []
-            yield index
+            yield epoch, index
             if trainer.last_loss is not None:
                 losses.append(trainer.last_loss)
             if show:
