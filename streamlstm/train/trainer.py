@@ -159,9 +159,9 @@ class StreamTrainer:
                                   f"{type(batch).__name__}")
             parsed = self._parser.parse(record_batch, width=self._plan.input_dim, expected_key_kind=self._key_kind(),
                                         time_type=None, allow_nonfinite=False)
+            store = self._ready(parsed.x.shape[1])   # an empty batch still tells the input width
             if parsed.num_rows == 0:
-                return self._output(parsed, np.zeros((0, self._plan.output_dim or 0), np.float32), None, None)
-            store = self._ready(parsed.x.shape[1])
+                return self._output(parsed, np.zeros((0, self._plan.output_dim), np.float32), None, None)
             y, counts = parse_targets(record_batch, self.target, self._plan.output_dim, parsed.keys)
             if parsed.mask is not None:
                 counts = counts & parsed.mask
