@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from train_helpers import fixed_list, make_model, weights
 
 import streamlstm as sl
@@ -30,6 +31,7 @@ def _train(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_train_writes_the_model_fit_streams_trains(tmp_path: Path) -> None:
     data, model = _files(tmp_path)
     result = _train(str(data), "--model", str(model), "--out", str(tmp_path / "out.slm"), "--key", "sensor",

@@ -94,7 +94,7 @@ _CHILD = """
 import sys, torch
 sys.path.insert(0, {here!r})
 torch.set_num_threads(1)
-from test_persistence import new_trainer, window
+from test_train_persistence import new_trainer, window
 trainer = new_trainer()
 b = 0
 while True:   # trains and checkpoints until killed
@@ -105,6 +105,7 @@ while True:   # trains and checkpoints until killed
 """
 
 
+@pytest.mark.slow
 def test_kill_9_then_load_continues_exactly(tmp_path: Path) -> None:
     path = tmp_path / "t.slt"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")]))
