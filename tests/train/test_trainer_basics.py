@@ -110,3 +110,32 @@ def test_training_on_cuda_gives_the_cpu_numbers() -> None:
     for name in cpu_w:
         np.testing.assert_allclose(cpu_w[name], gpu_w[name], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(cpu_state[0][0], gpu_state[0][0], rtol=1e-4, atol=1e-5)
+
+
+def test_go_backwards_trains_like_a_stateful_keras_layer_on_each_window() -> None:
+    """Each learn call runs a stream's rows last to first (one Keras stateful call per window); outputs
+    come back in row order, so Keras's fit pairs them with targets reversed within each window."""
+    rng = np.random.default_rng(6)
+    streams, k, batches = 3, 4, 3
+    x = rng.uniform(-1, 1, (streams, k * batches, F)).astype(np.float32)
+    y = rng.uniform(-1, 1, (streams, k * batches, 1)).astype(np.float32)
+    torch.manual_seed(6)
+    lstm = sl.LSTM(U, return_sequences=True, go_backwards=True)
+    lstm.build((None, None, F))
+    model = torch.nn.Sequential(lstm, torch.nn.Linear(U, 1))
+    keras_like = copy.deepcopy(model)
+    keras_like[0].stateful = True
+    trainer = sl.StreamTrainer(model, torch.optim.SGD(model.parameters(), lr=0.3), key="id", features="x", target="y")
+    reference = torch.optim.SGD(keras_like.parameters(), lr=0.3)
+    for b in range(batches):
+        window = slice(b * k, (b + 1) * k)
+        keys = np.repeat(np.arange(streams), k)
+        trainer.learn(train_batch(keys, x[:, window].reshape(-1, F), y[:, window].reshape(-1, 1)))
+        out = keras_like(torch.from_numpy(x[:, window]))                      # processing order
+        loss = (out - torch.from_numpy(y[:, window][:, ::-1].copy())).square().mean()
+        loss.backward()
+        reference.step()
+        reference.zero_grad()
+        mine, theirs = weights(model), weights(keras_like)
+        for name in mine:
+            np.testing.assert_allclose(mine[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
