@@ -513,7 +513,8 @@ resume training exactly.
 sl.save_model(trainer.model, workdir / "forecaster.slm")
 trainer.save(workdir / "trainer.slt")
 trainer = sl.StreamTrainer.load(workdir / "trainer.slt", lambda p: torch.optim.Adam(p, lr=0.01))
-trainer.runtime
+print(trainer)
+print("sensor-05's carries:", [np.round(h[:4], 3) for h, c in trainer.runtime.state("sensor-05")])
 """),
     md("""
 ## Keep learning live, while the sensors change
