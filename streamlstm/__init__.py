@@ -27,6 +27,7 @@ from streamlstm.keras_import import load_keras, save_keras
 from streamlstm.layers import LSTM, RNN, LSTMCell, StackedRNNCells
 from streamlstm.runtime import StreamRuntime
 from streamlstm.runtime.key_groups import key_group
+from streamlstm.train import StreamTrainer, fit_streams
 
 __version__ = "0.1.0"
 
@@ -50,10 +51,12 @@ __all__ = [
     "StreamError",
     "StreamLSTMError",
     "StreamRuntime",
+    "StreamTrainer",
     "UnauthenticatedError",
     "UnsupportedKerasError",
     "__version__",
     "errors",
+    "fit_streams",
     "flight",
     "key_group",
     "layers",

@@ -43,7 +43,7 @@ from streamlstm.layers import RNN, Layer
 from streamlstm.layers.serialization import deserialize, serialize
 
 __all__ = ["KERAS_SUFFIXES", "TORCH_MODULES", "load_model", "model_from_bytes", "model_to_bytes", "save_model",
-           "write_atomic"]
+           "tensors_from_bytes", "tensors_to_bytes", "write_atomic"]
 
 FORMAT_VERSION = 2
 _READS = (1, 2)
@@ -141,6 +141,25 @@ def _tensors(table: pa.Table) -> dict[str, torch.Tensor]:
         tensor = torch.from_numpy(array.copy())
         state[name] = tensor.view(torch.bfloat16) if torch_dtype == torch.bfloat16 else tensor
     return state
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    """Named tensors as an Arrow IPC file: the tensor table of a model file (see the module docstring)."""
+    batch = _tensor_table(tensors)
+    sink = io.BytesIO()
+    with pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def tensors_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`tensors_to_bytes`."""
+    try:
+        reader = pa.ipc.open_file(pa.BufferReader(data))
+    except pa.ArrowInvalid as exc:
+        raise ConfigError(f"not a streamlstm tensor table: {exc}") from exc
+    table = reader.read_all()
+    return _tensors(table.combine_chunks().to_batches()[0]) if table.num_rows else {}
 
 
 def model_to_bytes(model: torch.nn.Module) -> bytes:

@@ -35,12 +35,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streamlstm.errors import FileError
+from streamlstm.errors import ConfigError, FileError
 from streamlstm.io.checksum import decoding, load_ipc, sealed
 from streamlstm.io.model_file import model_from_bytes, model_to_bytes, write_atomic
 from streamlstm.runtime import StreamRuntime
 
-__all__ = ["load_runtime", "save_runtime"]
+__all__ = ["load_runtime", "read_metadata", "save_runtime"]
 
 FORMAT_VERSION = 3
 _READS = (1, 2, 3)
@@ -48,14 +48,20 @@ _SEALED_SINCE = 3   # the first version with a checksum trailer
 _CHUNK = 65536
 
 
-def save_runtime(runtime: StreamRuntime, path: Any) -> None:
-    """Write the runtime's model, streams and counters to ``path`` atomically (format above)."""
+def save_runtime(runtime: StreamRuntime, path: Any, *, extra: dict[bytes, bytes] | None = None) -> None:
+    """Write the runtime's model, streams and counters to ``path`` atomically (format above);
+    ``extra`` metadata entries (keys not starting with ``streamlstm.format``, ``streamlstm.runtime``
+    or ``streamlstm.model``) are stored beside them, e.g. a StreamTrainer's optimizer state."""
     state = runtime.state_dict()
     settings = dict(state["config"], key_kind=state["key_kind"], counters=state["counters"],
                     busy_seconds=state["busy_seconds"])
     metadata = {b"streamlstm.format": b"stream_runtime", b"streamlstm.format_version": str(FORMAT_VERSION).encode(),
                 b"streamlstm.runtime": json.dumps(settings).encode(),
                 b"streamlstm.model": model_to_bytes(runtime.model)}
+    clash = set(extra or {}) & set(metadata)
+    if clash:
+        raise ConfigError(f"`extra` must not replace the runtime file's own metadata, got {sorted(clash)}")
+    metadata.update(extra or {})
     streams: pa.Table = state["streams"]
     schema = streams.schema.with_metadata(metadata)
 
@@ -64,6 +70,16 @@ def save_runtime(runtime: StreamRuntime, path: Any) -> None:
             writer.write_table(streams.replace_schema_metadata(metadata), max_chunksize=_CHUNK)
 
     write_atomic(path, sealed(write))
+
+
+def read_metadata(path: Any) -> dict[bytes, bytes]:
+    """The schema metadata of a runtime file (``extra`` entries of :func:`save_runtime` included), after
+    the same checks as :func:`load_runtime` (checksum, full validation).
+
+    Raises:
+        FileError: the file is damaged or not a runtime file.
+    """
+    return _read(path)[1]
 
 
 def _read(path: Any) -> tuple[int, dict[bytes, bytes], pa.Table]:

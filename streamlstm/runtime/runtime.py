@@ -222,6 +222,16 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
             "max_streams": self.max_streams, "capacity": self.capacity, "key_groups": self.key_groups,
         }
 
+    def shared_store(self, input_dim: int) -> StreamStore:
+        """The owner of every stream's carries, for a :class:`~streamlstm.StreamTrainer` that learns on
+        the carries this runtime serves; a model not built yet is built for inputs of width
+        ``input_dim``. :meth:`load_state_dict` replaces the store: ask again after it."""
+        with self._lock:
+            if self._store is None:
+                self._plan.input_dim = input_dim
+                self._make_store()
+            return self._store
+
     def _make_store(self) -> None:
         self._store, self._output = self._new_store()
 
