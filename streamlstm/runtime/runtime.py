@@ -222,6 +222,12 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
             "max_streams": self.max_streams, "capacity": self.capacity, "key_groups": self.key_groups,
         }
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The re-entrant lock every public method holds: hold it to make several calls one step (a
+        :class:`~streamlstm.StreamTrainer` learning on this runtime's carries holds it for each window)."""
+        return self._lock
+
     def shared_store(self, input_dim: int) -> StreamStore:
         """The owner of every stream's carries, for a :class:`~streamlstm.StreamTrainer` that learns on
         the carries this runtime serves; a model not built yet is built for inputs of width

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time as _time
 from collections.abc import Callable
 from typing import Any
@@ -101,7 +100,7 @@ class StreamTrainer:
                               "(e.g. layer.build((None, None, F))) or pass a callable such as "
                               "`lambda p: torch.optim.SGD(p, lr=0.1)`")
         self._parser = BatchParser(self.columns)
-        self._lock = threading.RLock()
+        self._lock = runtime.lock   # learn and the runtime's feed exclude each other
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.last_loss: float | None = None
 

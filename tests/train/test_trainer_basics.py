@@ -4,6 +4,7 @@ runtime serving from the trained carries, and (with CUDA) the same numbers on th
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -139,3 +140,17 @@ def test_go_backwards_trains_like_a_stateful_keras_layer_on_each_window() -> Non
         mine, theirs = weights(model), weights(keras_like)
         for name in mine:
             np.testing.assert_allclose(mine[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_learn_waits_for_the_runtime_lock_so_learning_and_serving_exclude_each_other() -> None:
+    model = make_model(F, U)
+    trainer = sl.StreamTrainer(model, _sgd(model), key="id", features="x", target="y")
+    batch = train_batch([1, 2], np.ones((2, F)), np.ones((2, 1)))
+    trainer.learn(batch)
+    with trainer.runtime.lock:   # as a feed in another thread holds it
+        worker = threading.Thread(target=trainer.learn, args=(batch,))
+        worker.start()
+        worker.join(timeout=0.5)
+        assert worker.is_alive() and trainer.counters["batches"] == 1, "learn ran while the runtime was busy"
+    worker.join(timeout=60)
+    assert not worker.is_alive() and trainer.counters["batches"] == 2
