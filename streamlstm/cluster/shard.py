@@ -3,12 +3,11 @@
 The actor is a thin owner of its runtime: every method is a public StreamRuntime method, plus the
 two-phase feed (:meth:`Shard.prepare`, then :meth:`Shard.commit` or :meth:`Shard.abort`) and the
 checkpoint files. Errors of a bad batch come back as values (not raised through Ray, which would wrap
-them), with row numbers translated from the shard's part to the whole batch.
+them), with the row they name (``StreamError.row``) translated from the shard's part to the whole batch.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,30 +15,22 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from streamlstm.errors import StreamLSTMError
+from streamlstm.errors import StreamError, StreamLSTMError
 from streamlstm.io.model_file import model_from_bytes
 from streamlstm.io.runtime_file import load_runtime, save_runtime
 from streamlstm.runtime import PreparedFeed, StreamRuntime
 
 __all__ = ["Shard", "renumber_rows"]
 
-_ROW = re.compile(r"\brow (\d+)\b")
-
 
 def renumber_rows(error: StreamLSTMError, rows: np.ndarray) -> tuple[StreamLSTMError, int]:
-    """``error`` with every "row <i>" of its message (a row of the shard's part) replaced by the row of
-    the whole batch, ``rows[i]``; and the first such row (or -1 when the message names none)."""
-    found: list[int] = []
-
-    def whole(match: re.Match) -> str:
-        part_row = int(match.group(1))
-        row = int(rows[part_row]) if part_row < len(rows) else part_row
-        found.append(row)
-        return f"row {row}"
-
-    message = _ROW.sub(whole, str(error))
-    renamed = type(error)(message)
-    return renamed, (found[0] if found else -1)
+    """``error`` naming the row of the whole batch (``rows[i]``) instead of row ``i`` of the shard's part,
+    and that row (-1 when the error names none: it does not depend on the part, e.g. a schema error)."""
+    row = error.row if isinstance(error, StreamError) else None
+    if row is None or not 0 <= row < len(rows):
+        return error, -1
+    whole = int(rows[row])
+    return type(error)(str(error).replace(f"row {row}", f"row {whole}", 1), row=whole), whole
 
 
 class Shard:

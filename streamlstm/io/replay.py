@@ -44,10 +44,11 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from streamlstm.errors import ConfigError, KerasImportError, SourceError, StreamLSTMError
+from streamlstm.errors import ConfigError, FileError, KerasImportError, SourceError, StreamError, StreamLSTMError
 from streamlstm.io.checkpoint import Checkpoint, CheckpointRecord
+from streamlstm.io.checksum import fingerprint as file_fingerprint
 from streamlstm.io.runtime_file import load_runtime
-from streamlstm.io.sinks import FileSink, ResumableArrowSink, output_format
+from streamlstm.io.sinks import FileSink, ResumableArrowSink, output_format, partial_path
 from streamlstm.io.sources import Source, open_source
 from streamlstm.runtime import StreamRuntime
 
@@ -87,7 +88,7 @@ def load_model_file(path: str | os.PathLike, device: Any = None) -> torch.nn.Mod
 
     try:
         return load_model(path, device=device)
-    except KerasImportError:
+    except (KerasImportError, FileError):  # they name the file already
         raise
     except StreamLSTMError as exc:
         raise SourceError(f"model file {path} cannot be read: {exc}") from exc
@@ -150,14 +151,30 @@ class _Replay:
         try:
             with torch.inference_mode():
                 batches = self.source.batches(self.batch_rows, start_row=start_row, columns=self.columns)
-                feeds = self.runtime.feed_many(batches) if self.cluster is not None else map(self.runtime.feed, batches)
-                for out in feeds:   # one output row per input row
+                feeds = iter(self.runtime.feed_many(batches) if self.cluster is not None
+                             else map(self.runtime.feed, batches))
+                row = start_row   # the first input row of the batch being fed
+                while True:
+                    try:
+                        out = next(feeds)
+                    except StopIteration:
+                        break
+                    except StreamError as exc:
+                        raise self._at_input_row(exc, row) from exc
+                    row += out.num_rows   # one output row per input row
                     yield out.num_rows, out
                     if self.progress:
                         bar.update(out.num_rows)
                         bar.set_postfix(streams=f"{self.streams:,}", refresh=False)
         finally:
             bar.close()
+
+    def _at_input_row(self, exc: StreamError, first_row: int) -> StreamError:
+        """``exc`` (a batch starting at input row ``first_row`` was refused) naming the input row instead."""
+        if exc.row is None:
+            return exc
+        where = self.source.where(first_row + exc.row)
+        return type(exc)(str(exc).replace(f"row {exc.row}", where, 1), row=first_row + exc.row)
 
     @property
     def streams(self) -> int:
@@ -181,7 +198,7 @@ class _Replay:
 
     def fingerprint(self, out: Path, format: str) -> dict[str, Any]:
         """The options that decide the output: a resumed run must match them exactly."""
-        files = [[os.path.abspath(f), os.path.getsize(f)] for f in self.source.files]
+        files = [[os.path.abspath(f), *file_fingerprint(f)] for f in self.source.files]
         described = self.source.description
         return {"input": described if described.startswith(("<", "-")) else os.path.abspath(described),
                 "input_files": files, "input_rows": self.source.total_rows, "model": self._model_digest(),
@@ -257,20 +274,39 @@ def replay_to_file(source: Any, model: Any, out: str | os.PathLike, *, format: s
         raise ConfigError(f"`checkpoint_every` must be a positive integer, got {checkpoint_every!r}")
     if resume and checkpoint is None:
         raise ConfigError("`resume` needs the `checkpoint` directory of the run to resume (--checkpoint DIR)")
-    if out.is_dir():
-        raise SourceError(f"output {out} is a directory; name a file")
+    if out.is_dir() or partial_path(out).is_dir():
+        raise SourceError(f"output {out if out.is_dir() else partial_path(out)} is a directory; name a file")
     # Without checkpoints a lost shard cannot be restarted anyway: keep no log of the input in memory.
     job = _Replay(source, model, recover=checkpoint is not None, **options)
+    try:
+        _check_not_overwriting(job, out)
+    except BaseException:
+        job.close()
+        raise
     started = _time.perf_counter()
     try:
         if checkpoint is None:
             rows, resumed_at = _write_direct(job, out, fmt), 0
         else:
-            rows, resumed_at = _write_checkpointed(job, out, fmt, Checkpoint(checkpoint, job.fingerprint(out, fmt),
-                                                                           resume=resume), checkpoint_every)
+            store = Checkpoint(checkpoint, job.fingerprint(out, fmt), resume=resume)
+            rows, resumed_at = _write_checkpointed(job, out, fmt, store, checkpoint_every)
         return ReplaySummary(rows, job.streams, _time.perf_counter() - started, out, resumed_at)
+    except OSError as exc:  # disk full, permissions, a file vanishing: nothing half-written stays (see sinks)
+        where = exc.filename if exc.filename else out
+        raise SourceError(f"cannot write {where}: {exc.strerror or exc}") from exc
     finally:
         job.close()
+
+
+def _check_not_overwriting(job: _Replay, out: Path) -> None:
+    """Refuse an output (or its ``.partial``) that is an input file or the model file."""
+    inputs = {os.path.realpath(f) for f in job.source.files}
+    if job.model_path is not None:
+        inputs.add(os.path.realpath(job.model_path))
+    for target in (out, partial_path(out)):
+        if os.path.realpath(target) in inputs:
+            raise SourceError(f"output {target} is one of the inputs (or the model file); writing it would "
+                              f"destroy it: name another --out")
 
 
 def _write_direct(job: _Replay, out: Path, fmt: str) -> int:
@@ -292,9 +328,12 @@ def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoin
         if record is None:
             record, resumed_at = CheckpointRecord(), 0
         else:
+            if record.done and _finished(out, fmt, record.output_rows):
+                checkpoint.clear()   # killed after the final rename, before this: the output is complete
+                return 0, record.input_rows
             job.resume_from(checkpoint.state_path(record))
             resumed_at = record.input_rows
-        sink.resume(record.output_rows, record.parts)
+        sink.resume(record)
         if not record.done:
             for input_rows, batch in job.outputs(record.input_rows):
                 sink.write(batch)
@@ -302,11 +341,11 @@ def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoin
                 record.output_rows += batch.num_rows
                 record.batches += 1
                 if record.batches % every == 0:
-                    record.parts = sink.sync()
+                    sink.sync(record)
                     record = checkpoint.commit(job.runtime, record)
                     job.checkpointed(checkpoint.state_path(record))
             record.done = True
-            record.parts = sink.sync()
+            sink.sync(record)
             record = checkpoint.commit(job.runtime, record)
         sink.finish(out, fmt, job.empty_output() if record.output_rows == 0 else None)
     except BaseException:
@@ -315,3 +354,20 @@ def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoin
         raise
     checkpoint.clear()
     return record.input_rows - resumed_at, resumed_at
+
+
+def _finished(out: Path, fmt: str, rows: int) -> bool:
+    """Whether ``out`` is the complete output of a run whose checkpoint counts ``rows`` output rows and
+    no ``.partial`` file remains (the run was stopped between the final rename and clearing its checkpoint)."""
+    if partial_path(out).exists() or not out.is_file():
+        return False
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(out).metadata.num_rows == rows
+        with pa.memory_map(str(out)) as handle:
+            reader = pa.ipc.open_file(handle)
+            return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches)) == rows
+    except (pa.ArrowException, OSError):
+        return False

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
+ACTOR_CPUS = 0.1   # CPUs each test shard actor asks Ray for: several sharded runtimes fit in num_cpus=2
 
 
 def assert_same_output(got: pa.RecordBatch, expected: pa.RecordBatch) -> None:
@@ -77,3 +78,6 @@ def make_batch(keys: list, x: np.ndarray, mask: Any = None, reset: Any = None, e
         columns[name] = pa.array(np.full(n, default) if value is None else np.asarray(value, bool))
     columns["t"] = pa.array(np.arange(n) if time is None else np.asarray(time), pa.int64())
     return pa.record_batch(columns)
+
+
+SHARED_MODEL = model()   # the model of the session's shared sharded runtimes (conftest.shared_sharded)

@@ -11,9 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster_helpers import COLUMNS, model
-
-ACTOR_CPUS = 0.1
+from cluster_helpers import ACTOR_CPUS, COLUMNS, SHARED_MODEL
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +27,6 @@ def ray_session() -> Iterator[Any]:
 def ray_address(ray_session: Any) -> str:
     """The session's Ray, for subprocesses (``--ray-address``)."""
     return ray_session.get_runtime_context().gcs_address
-
-
-SHARED_MODEL = model()
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from cluster_helpers import COLUMNS, assert_same_output, assert_same_streams, make_batch, model
-from conftest import ACTOR_CPUS, SHARED_MODEL
+from cluster_helpers import (
+    ACTOR_CPUS,
+    COLUMNS,
+    SHARED_MODEL,
+    assert_same_output,
+    assert_same_streams,
+    make_batch,
+    model,
+)
 
 import streamlstm as sl
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from cluster_helpers import COLUMNS, assert_same_output, assert_same_streams, make_batch, model
-from conftest import ACTOR_CPUS
+from cluster_helpers import ACTOR_CPUS, COLUMNS, assert_same_output, assert_same_streams, make_batch, model
 
 import streamlstm as sl
 from streamlstm.runtime.report import COUNTERS

@@ -8,8 +8,7 @@ import re
 import numpy as np
 import pyarrow as pa
 import pytest
-from cluster_helpers import COLUMNS, assert_same_output, assert_same_streams, exported, make_batch, model
-from conftest import SHARED_MODEL
+from cluster_helpers import COLUMNS, SHARED_MODEL, assert_same_output, assert_same_streams, exported, make_batch, model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
