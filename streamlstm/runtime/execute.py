@@ -52,7 +52,8 @@ def _segment_slots(rows: RowPlan, key_slots: np.ndarray, order: np.ndarray | Non
                                                                                               np.ndarray | None]:
     """Per segment (in ``order``): the slot its carries come from, and whether it carries them (None:
     every segment does)."""
-    seg_slots = key_slots[rows.seg_key] if rows.proc_rows is not None else key_slots
+    one_per_key = rows.proc_rows is None or rows.num_segments == len(key_slots)   # segment k is key k's
+    seg_slots = key_slots if one_per_key else key_slots[rows.seg_key]
     carry = rows.seg_carry & (seg_slots >= 0)
     if order is not None:
         seg_slots, carry = seg_slots[order], carry[order]
@@ -70,7 +71,7 @@ def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch
     else:
         keep_order = rows.layout in ("identity", "time_major")
         perm = None if keep_order else _index(rows.proc_rows, device)
-        final_of_key = rows.key_last_seg if rows.proc_rows is not None else None
+        final_of_key = None if rows.num_segments == len(key_slots) else rows.key_last_seg
     final_of_key = None if final_of_key is None else _index(final_of_key, device)
     start = contiguous_start(seg_slots) if carry is None else None
     return seg_slots, carry, perm, final_of_key, layout, start

@@ -26,7 +26,6 @@ fewer than a quarter of the slots are live.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -79,17 +78,25 @@ class Placement:
 
     flagged: bool = False   # a commit left has_output True for every key (kept while generation is unchanged)
 
-    @cached_property
+    # Derived once, on first use (plain attributes: functools.cached_property takes a lock per read on
+    # Python 3.11, which shows at one row per feed).
+    @property
     def settled(self) -> bool:
         """Every key is held and none is released: the commit only writes carries and stamps."""
-        return bool((self.key_slots >= 0).all()) and not self.released.any()
+        value = self.__dict__.get("_settled")
+        if value is None:
+            value = self.__dict__["_settled"] = not len(self.lookup.new_rows) and bool(
+                (self.key_slots >= 0).all()) and not self.released.any()
+        return value
 
-    @cached_property
+    @property
     def start(self) -> int | None:
         """The first slot when the keys' slots are consecutive (reads and writes are then slices)."""
-        return contiguous_start(self.key_slots)
+        if "_start" not in self.__dict__:
+            self.__dict__["_start"] = contiguous_start(self.key_slots)
+        return self.__dict__["_start"]
 
-    @cached_property
+    @property
     def created(self) -> int:
         """How many keys are new."""
         return int((self.key_slots < 0).sum())
