@@ -13,6 +13,6 @@ slabs, bookkeeping, key groups); :mod:`~streamlstm.runtime.transfer` moves strea
 
 from __future__ import annotations
 
-from streamlstm.runtime.runtime import StreamRuntime
+from streamlstm.runtime.runtime import PreparedFeed, StreamRuntime
 
-__all__ = ["StreamRuntime"]
+__all__ = ["PreparedFeed", "StreamRuntime"]

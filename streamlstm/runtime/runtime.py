@@ -26,7 +26,7 @@ from streamlstm.runtime.store import Placement, Stamp, StreamStore
 from streamlstm.runtime.stream_state import StreamStateMixin
 from streamlstm.runtime.transfer import TransferMixin
 
-__all__ = ["StreamRuntime"]
+__all__ = ["PreparedFeed", "StreamRuntime"]
 
 _MODES = ("auto", "step", "chunk")
 # Up to this many rows a batch takes step mode whatever the mode says: the sequence kernel's setup
@@ -58,6 +58,42 @@ class _BatchPlan:
         lookup = Lookup(per_row, per_row, np.empty(0, np.int64), old.lookup.distinct)
         placement = Placement(old.keys, old.kind, lookup, old.key_rows, self.committed, old.released)
         return _BatchPlan(placement, self.row_plans, self.generation)
+
+
+class PreparedFeed:
+    """A batch parsed, checked and computed by :meth:`StreamRuntime.prepare`, not applied yet.
+
+    :meth:`commit` applies it and returns the output batch :meth:`StreamRuntime.feed` would have
+    returned; :meth:`abort` drops it. Only one of them, once. ``state`` is "prepared", "committed" or
+    "aborted"; the other attributes are the runtime's working data."""
+
+    def __init__(self, runtime: StreamRuntime, token: tuple[Any, int], parsed: ParsedBatch) -> None:
+        self.runtime, self.token, self.parsed = runtime, token, parsed
+        self.state = "prepared"
+        self.kept: np.ndarray | None = None        # rows not dropped as late (None: all)
+        self.dropped = 0
+        self.computed: ParsedBatch | None = None   # the rows computed (``parsed`` less late rows)
+        self.plan: _BatchPlan | None = None
+        self.outcome: Outcome | None = None
+        self.fresh: tuple[StreamStore, report.OutputBuilder] | None = None   # the first batch's store
+        self.output: pa.RecordBatch | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.parsed.num_rows
+
+    def commit(self) -> pa.RecordBatch:
+        """Apply the batch (see :meth:`StreamRuntime.commit`)."""
+        return self.runtime.commit(self)
+
+    def abort(self) -> None:
+        """Drop the batch: nothing of it is applied (idempotent; an error after a commit)."""
+        if self.state == "committed":
+            raise StreamError("this prepared feed was committed already; it cannot be aborted")
+        self.state = "aborted"
+
+    def __repr__(self) -> str:
+        return f"PreparedFeed(rows={self.num_rows:,}, state={self.state!r})"
 
 
 class StreamRuntime(StreamStateMixin, TransferMixin):
@@ -185,17 +221,21 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         }
 
     def _make_store(self) -> None:
+        self._store, self._output = self._new_store()
+
+    def _new_store(self) -> tuple[StreamStore, report.OutputBuilder]:
+        """An empty store and the output builder for the built model (the first batch builds it)."""
         plan = self._plan
         plan.ensure_built(plan.input_dim, self.device)
-        self._store = StreamStore([stage.state_sizes for stage in plan.recurrent], plan.dtype, self.device,
-                                  capacity=self.capacity, key_groups=self.key_groups)
+        store = StreamStore([stage.state_sizes for stage in plan.recurrent], plan.dtype, self.device,
+                            capacity=self.capacity, key_groups=self.key_groups)
         if self._time_type is not None and pa.types.is_floating(self._time_type):
-            self._store.set_time_floating()
+            store.set_time_floating()
         widths = [("output", plan.output_dim)]
         if self.return_state:
             for i, cell in enumerate(plan.cells):
                 widths += [(f"h_{i}", cell.units), (f"c_{i}", cell.units)]
-        self._output = report.OutputBuilder(self._columns.key, self._columns.time, widths)
+        return store, report.OutputBuilder(self._columns.key, self._columns.time, widths)
 
     def _set_time_type(self, time_type: pa.DataType) -> None:
         self._time_type = time_type
@@ -204,41 +244,97 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
 
     # -- feeding -------------------------------------------------------------------------------------
     def feed(self, batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
-        """Advance every stream in ``batch`` by its rows; all or nothing (see the class docstring)."""
+        """Advance every stream in ``batch`` by its rows; all or nothing (see the class docstring).
+        The same as ``prepare(batch).commit()``."""
         with self._lock:
             started = _time.perf_counter()
             try:
-                return self._feed(batch)
+                return self._commit(self._prepare(batch))
             finally:
                 self.busy_seconds += _time.perf_counter() - started
 
-    def _feed(self, batch: Any) -> pa.RecordBatch:
+    def prepare(self, batch: pa.RecordBatch | pa.Table) -> PreparedFeed:
+        """Parse, check and compute ``batch`` without changing any state; :meth:`PreparedFeed.commit`
+        then applies it (and returns what :meth:`feed` would have), :meth:`PreparedFeed.abort` drops it.
+
+        Every error :meth:`feed` raises for a bad batch is raised here. This is the first phase of an
+        all-or-nothing feed across several runtimes (e.g. the shards of a sharded runtime): prepare on
+        every one, then commit on all or abort on all. A prepared feed is valid until this runtime's
+        state changes (another feed, a reset, ``set_state``, an import); committing it after that
+        raises :class:`~streamlstm.errors.StreamError`, and nothing is applied."""
+        with self._lock:
+            started = _time.perf_counter()
+            try:
+                return self._prepare(batch)
+            finally:
+                self.busy_seconds += _time.perf_counter() - started
+
+    def commit(self, prepared: PreparedFeed) -> pa.RecordBatch:
+        """Apply a feed from :meth:`prepare` (once) and return its output batch."""
+        with self._lock:
+            if prepared.runtime is not self:
+                raise StreamError("this prepared feed belongs to another runtime")
+            if prepared.state != "prepared":
+                raise StreamError(f"this prepared feed was {prepared.state} already; prepare the batch again")
+            if prepared.token != self._token():
+                raise StreamError("the runtime's state changed since this feed was prepared (another feed, a "
+                                  "reset, set_state or an import); prepare the batch again")
+            started = _time.perf_counter()
+            try:
+                return self._commit(prepared)
+            finally:
+                self.busy_seconds += _time.perf_counter() - started
+
+    def _token(self) -> tuple[Any, int]:
+        store = self._store
+        return store, (-1 if store is None else store.version)
+
+    def _prepare(self, batch: Any) -> PreparedFeed:
         store = self._store
         parsed = self._parser.parse(batch, width=self._plan.input_dim,
                                     expected_key_kind=None if store is None else store.key_kind,
                                     time_type=self._time_type, allow_nonfinite=self.allow_nonfinite)
+        prepared = PreparedFeed(self, self._token(), parsed)
         if parsed.num_rows == 0:
-            return _empty_output(parsed, self._columns) if self._output is None else \
+            prepared.output = _empty_output(parsed, self._columns) if self._output is None else \
                 self._output.build(parsed.keys, parsed.time_column, None, None)
-        full, kept, outcome = parsed, None, None
+            return prepared
         plan = self._batch_plan(parsed)
         if parsed.time is not None:
-            kept = self._check_times(parsed, plan.placement.lookup)
+            prepared.kept = kept = self._check_times(parsed, plan.placement.lookup)
             if kept is not None:
+                prepared.dropped = int(parsed.num_rows - kept.sum())
                 parsed = _subset(parsed, kept)
                 plan = self._batch_plan(parsed) if parsed.num_rows else None
-        if store is None:
-            self._plan.input_dim = parsed.x.shape[1]
-            self._make_store()
+        output = self._output
+        if store is None:   # the first batch builds the model; the store is installed by the commit
+            if self._plan.output_dim is None:
+                self._plan.ensure_built(parsed.x.shape[1], self.device)
+            prepared.fresh = store, output = self._new_store()
+        if plan is not None:
+            prepared.plan, prepared.computed = plan, parsed
+            prepared.outcome = self._compute(parsed, plan, store)
+        prepared.output = output.build(prepared.parsed.keys, prepared.parsed.time_column, prepared.outcome,
+                                       prepared.kept)
+        return prepared
+
+    def _commit(self, prepared: PreparedFeed) -> pa.RecordBatch:
+        prepared.state = "committed"
+        full = prepared.parsed
+        if full.num_rows == 0:
+            return prepared.output
+        if prepared.fresh is not None:
+            self._store, self._output = prepared.fresh
         if self._time_type is None and full.time_column is not None:
             self._set_time_type(full.time_column.type)
-        if plan is not None:
-            outcome = self._run(parsed, plan)
-        output = self._output.build(full.keys, full.time_column, outcome, kept)
-        self.counters["batches"] += 1
-        self.counters["rows"] += full.num_rows
+        if prepared.outcome is not None:
+            self._apply(prepared.computed, prepared.plan, prepared.outcome)
+        counters = self.counters
+        counters["dropped_late"] += prepared.dropped
+        counters["batches"] += 1
+        counters["rows"] += full.num_rows
         self._evict()
-        return output
+        return prepared.output
 
     def _batch_plan(self, parsed: ParsedBatch) -> _BatchPlan:
         """The keys resolved and the rows laid out, reused from the previous batch when it had the same
@@ -270,18 +366,20 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         steps = rows.max_len
         return steps <= 2 or (steps <= 32 and rows.num_rows < 0.4 * rows.num_segments * steps)
 
-    def _run(self, parsed: ParsedBatch, plan: _BatchPlan) -> Outcome:
-        """Compute, then commit: the only place a feed changes stream state."""
-        store, rows = self._store, plan.rows
-        x, mask = self._tensors(parsed)
+    def _compute(self, parsed: ParsedBatch, plan: _BatchPlan, store: StreamStore) -> Outcome:
+        """Every stage over the batch's rows, from the carries in ``store``; writes nothing."""
+        x, mask = self._tensors(parsed, store.dtype)
         grad = torch.is_grad_enabled()
         torch.set_grad_enabled(False)   # cheaper than a context manager, which shows at one row
         try:
-            outcome = execute(self._plan, store, plan.row_plans, plan.placement.key_slots, x, mask,
-                              self._use_step(rows), self.return_state, plan.memo)
+            return execute(self._plan, store, plan.row_plans, plan.placement.key_slots, x, mask,
+                           self._use_step(plan.rows), self.return_state, plan.memo)
         finally:
             torch.set_grad_enabled(grad)
-        counters = self.counters
+
+    def _apply(self, parsed: ParsedBatch, plan: _BatchPlan, outcome: Outcome) -> None:
+        """Commit a computed batch: the only place a feed changes stream state."""
+        store, rows, counters = self._store, plan.rows, self.counters
         last = rows.key_last_row
         stamp = Stamp(last, counters["rows"], counters["batches"] + 1, self._eviction.clock(),
                       None if parsed.time is None else parsed.time[last])
@@ -294,7 +392,6 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         if parsed.reset is not None:
             counters["resets"] += int(parsed.reset.sum())
         self._remember(parsed, plan, slots)
-        return outcome
 
     def _remember(self, parsed: ParsedBatch, plan: _BatchPlan, slots: np.ndarray) -> None:
         """Keep the plan for the next batch with the same keys, now that every key has its slot."""
@@ -307,13 +404,12 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         plan.committed = None if plan.placement.settled else slots   # a new plan is made only if reused
         self._recent = plan
 
-    def _tensors(self, parsed: ParsedBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _tensors(self, parsed: ParsedBatch, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = as_tensor(parsed.x)
         mask = None if parsed.mask is None or parsed.mask.all() else torch.from_numpy(parsed.mask)
         if not self._on_cpu:
             x = x.pin_memory().to(self.device, non_blocking=True)
             mask = None if mask is None else mask.pin_memory().to(self.device, non_blocking=True)
-        dtype = self._store.dtype
         return (x if x.dtype == dtype else x.to(dtype)), mask
 
     def _check_times(self, parsed: ParsedBatch, lookup: Lookup) -> np.ndarray | None:
@@ -328,8 +424,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         late, previous = late_rows(lookup.group, lookup.distinct, parsed.end, parsed.time, bound, has_bound)
         if not late.any():
             return None
-        if self.late == "drop":
-            self.counters["dropped_late"] += int(late.sum())
+        if self.late == "drop":   # counted by the commit
             return ~late
         row = int(np.argmax(late))
         name = self._columns.time

@@ -16,7 +16,8 @@ reads carries, :meth:`commit` writes a batch's results (the single writer of a f
 streams between stores, and :meth:`compact` gives memory back after many streams left.
 
 ``generation`` changes whenever a slot that held a stream is freed or moved, so a plan cached for a
-batch of keys (their slots) stays valid while it is unchanged.
+batch of keys (their slots) stays valid while it is unchanged. ``version`` changes on every write, so a
+batch computed from the carries (a prepared feed) can tell whether they are still the ones it read.
 
 Slots are handed out lowest first from a free stack; capacity doubles when it runs out (untouched
 capacity costs no memory, see :mod:`~streamlstm.runtime.slabs`), and :meth:`compact` shrinks it when
@@ -126,6 +127,7 @@ class StreamStore:
         self._free = np.arange(self.initial_capacity - 1, -1, -1, dtype=np.int64)   # pop from the end
         self._free_count = self.initial_capacity
         self.generation = 0
+        self.version = 0
 
     # -- bookkeeping (read-only for others) ----------------------------------------------------------
     def _flush(self) -> None:
@@ -211,6 +213,7 @@ class StreamStore:
 
     def _resize(self, capacity: int, order: np.ndarray | None = None) -> None:
         """Grow (order None: slots keep their numbers) or compact (slot ``order[i]`` becomes ``i``)."""
+        self.version += 1
         self._flush()
         old = self.capacity
         self.slabs.resize(capacity, order)
@@ -233,6 +236,7 @@ class StreamStore:
         """Forget the streams at ``slots`` (their keys and carries)."""
         if not len(slots):
             return
+        self.version += 1
         self._index.remove(slots)
         self.live[slots] = False
         needed = self._free_count + len(slots)
@@ -274,6 +278,7 @@ class StreamStore:
         states [keys, size]) and ``has_output`` (per stage [keys] or None = all True) are stored, new
         keys get slots, ended streams are released, and ``stamp`` is recorded. Returns the slot of
         each key (-1 where released)."""
+        self.version += 1
         if placement.settled:   # the steady state: the same streams again
             slots = placement.key_slots
             flagged = True
@@ -334,11 +339,13 @@ class StreamStore:
 
     def zero(self, slots: np.ndarray | None = None) -> None:
         """Zero the carries and ``has_output`` of ``slots`` (every live stream when None)."""
+        self.version += 1
         self.slabs.zero(self.live_slots() if slots is None else slots)
         self.generation += 1   # placements that know has_output is True are out of date
 
     def put(self, key: Any, kind: str, states: list[list[torch.Tensor]], stamp: Stamp) -> None:
         """Set one stream's carries (creating it when new); its ``has_output`` becomes False."""
+        self.version += 1
         index = self._ensure_index(kind)
         slot = index.find(key)
         if slot < 0:
@@ -368,6 +375,7 @@ class StreamStore:
         """Add streams (keys not held yet; the caller validated everything): ``columns`` holds the
         bookkeeping arrays named as in :meth:`export`, ``carries`` the per-stage states and flags.
         Returns their slots."""
+        self.version += 1
         index = self._ensure_index(kind)
         if kind != index.kind:
             raise StateError(f"this runtime's keys are {index.kind} keys, the imported ones are {kind} keys")
