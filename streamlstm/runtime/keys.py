@@ -166,6 +166,8 @@ class KeyIndex:
         """Whether no key repeats: O(rows) with a scratch array (a later write wins on a repeat)."""
         if new_keys != len(slots) - int(found.sum()):
             return False
+        if len(slots) - new_keys > len(self):   # more known rows than keys held: some key repeats
+            return False
         known = slots[found]
         if len(known) < 2:
             return True

@@ -383,7 +383,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         last = rows.key_last_row
         stamp = Stamp(last, counters["rows"], counters["batches"] + 1, self._eviction.clock(),
                       None if parsed.time is None else parsed.time[last])
-        slots = store.commit(plan.placement, outcome.finals, outcome.has_output, stamp)
+        slots = store.commit(plan.placement, outcome.finals, outcome.has_output, stamp, outcome.key_order)
         if not plan.placement.settled:
             ends = 0 if parsed.end is None else int(parsed.end.sum())
             # Streams begin as new keys and after every end row that is not its key's last row.

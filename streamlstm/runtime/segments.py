@@ -140,9 +140,11 @@ def ragged_layout(plan: RowPlan) -> RaggedLayout | None:
     shortest, longest = (int(plan.seg_len.min()), int(plan.seg_len.max())) if len(plan.seg_len) else (0, 0)
     if shortest >= 1 and 0 < longest - shortest <= RAGGED_ROUNDS:
         segments, n = plan.num_segments, plan.num_rows
-        seg_of = np.repeat(np.arange(segments), plan.seg_len)
+        seg_of = plan.__dict__.get("_seg_of")
+        if seg_of is None:
+            seg_of = np.repeat(_arange(segments), plan.seg_len)
         pos = np.zeros(n, np.int64) if plan.pos_in_seg is None else plan.pos_in_seg
-        rows = np.arange(n) if plan.proc_rows is None else plan.proc_rows
+        rows = _arange(n) if plan.proc_rows is None else plan.proc_rows
         head = pos < shortest
         prefix = np.empty(shortest * segments, np.int64)
         prefix[pos[head] * segments + seg_of[head]] = rows[head]
@@ -280,7 +282,7 @@ def _layout(proc_rows: np.ndarray, plan: RowPlan) -> str:
 
 
 def _one_row_per_key(n: int, reset: np.ndarray | None, end: np.ndarray | None) -> RowPlan:
-    rows = np.arange(n)
+    rows = _arange(n)
     return RowPlan(
         num_rows=n, proc_rows=None, seg_first=rows, seg_len=np.ones(n, np.int64), pos_in_seg=None,
         seg_carry=np.ones(n, bool) if reset is None else ~reset, seg_key=rows, key_rows=rows,

@@ -271,22 +271,24 @@ class StreamStore:
         return key_group_of_hashes(hashes, self.key_groups)
 
     def commit(self, placement: Placement, finals: list[list[torch.Tensor]],
-               has_output: list[torch.Tensor | None], stamp: Stamp) -> np.ndarray:
+               has_output: list[torch.Tensor | None], stamp: Stamp, order: np.ndarray | None = None) -> np.ndarray:
         """Write one batch's results, the single writer of a feed.
 
         Per key of the batch (see :class:`Placement`): the final carries ``finals`` (per stage, flat
         states [keys, size]) and ``has_output`` (per stage [keys] or None = all True) are stored, new
-        keys get slots, ended streams are released, and ``stamp`` is recorded. Returns the slot of
-        each key (-1 where released)."""
+        keys get slots, ended streams are released, and ``stamp`` is recorded. ``order``: row ``i`` of
+        ``finals`` and ``has_output`` belongs to key ``order[i]`` (None: key ``i``). Returns the slot
+        of each key (-1 where released)."""
         self.version += 1
         if placement.settled:   # the steady state: the same streams again
             slots = placement.key_slots
+            written, at = (slots, placement.start) if order is None else (slots[order], -1)
             flagged = True
             for stage, (states, has) in enumerate(zip(finals, has_output)):
                 if has is None and placement.flagged:   # has_output is True already (see Placement)
-                    self.slabs.write_states(stage, slots, states, placement.start)
+                    self.slabs.write_states(stage, written, states, placement.start if order is None else None)
                 else:
-                    self.slabs.write(stage, slots, states, has, placement.start)
+                    self.slabs.write(stage, written, states, has, at)
                     flagged = flagged and has is None
             placement.flagged = flagged
             start = placement.start
@@ -297,6 +299,12 @@ class StreamStore:
                     self._flush()
                 self._pending = (start, len(slots), stamp)
             return slots
+        if order is not None:   # into key order
+            back = np.empty_like(order)
+            back[order] = np.arange(len(order))
+            index = torch.as_tensor(back, device=self.slabs.device)
+            finals = [[s.index_select(0, index) for s in states] for states in finals]
+            has_output = [None if has is None else has.index_select(0, index) for has in has_output]
         released, key_slots = placement.released, placement.key_slots
         keep = ~released
         slots = key_slots.copy()
