@@ -32,6 +32,32 @@ def _arange(n: int) -> np.ndarray:
     return _ARANGE[:n] if n <= len(_ARANGE) else np.arange(n)
 
 
+# The per-batch planning below runs on short arrays, where numpy's Python-level wrappers
+# (np.flatnonzero, np.diff, np.ones, np.cumsum, ...) cost more than the work: it calls array methods
+# and ufuncs directly.
+def _starts(flags: np.ndarray) -> np.ndarray:
+    """Positions of the True values of ``flags`` (``np.flatnonzero``)."""
+    return flags.nonzero()[0]
+
+
+def _lengths(first: np.ndarray, n: int) -> np.ndarray:
+    """Lengths of the runs starting at ``first`` (increasing) in ``0 .. n - 1``."""
+    lengths = np.empty(len(first), np.int64)
+    np.subtract(first[1:], first[:-1], out=lengths[:-1])
+    if len(first):
+        lengths[-1] = n - first[-1]
+    return lengths
+
+
+def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """bool [n]: where a run of equal values starts."""
+    start = np.empty(len(sorted_values), bool)
+    if len(start):
+        start[0] = True
+        np.not_equal(sorted_values[1:], sorted_values[:-1], out=start[1:])
+    return start
+
+
 @dataclass
 class RowPlan:
     """Row layout of one batch. "p" arrays are indexed by processing position 0..n-1."""
@@ -58,12 +84,15 @@ class RowPlan:
 
     @property
     def max_len(self) -> int:
-        return int(self.seg_len.max()) if len(self.seg_len) else 0
+        cached = self.__dict__.get("_max_len")
+        if cached is None:
+            cached = self.__dict__["_max_len"] = int(self.seg_len.max()) if len(self.seg_len) else 0
+        return cached
 
     @property
     def uniform(self) -> bool:
         """Every segment has the same length, so the padded batch is a plain reshape."""
-        return bool(len(self.seg_len) == 0 or (self.seg_len == self.seg_len[0]).all())
+        return len(self.seg_len) == 0 or self.max_len == int(self.seg_len.min())
 
 
 @dataclass
@@ -81,7 +110,9 @@ class StepLayout:
 
 def _identity_or(values: np.ndarray, size: int) -> np.ndarray | None:
     """None when ``values`` is ``0 .. size - 1`` (a permutation that changes nothing), else ``values``."""
-    return None if len(values) == size and (values == _arange(size)).all() else values
+    if len(values) != size or (size and values[0] != 0):   # most permutations fail at once
+        return values
+    return None if (values == _arange(size)).all() else values
 
 
 def step_layout(plan: RowPlan) -> StepLayout:
@@ -95,11 +126,11 @@ def step_layout(plan: RowPlan) -> StepLayout:
         layout = StepLayout(None, [segments], plan.proc_rows, _identity_or(plan.key_last_seg, segments))
     else:
         shorter = steps - plan.seg_len   # sorted ascending = longest first (a radix sort on small ints)
-        order = np.argsort(shorter.astype(np.uint16) if steps < 1 << 16 else shorter, kind="stable")
-        ended = np.cumsum(np.bincount(plan.seg_len, minlength=steps + 1)[:steps])
+        order = (shorter.astype(np.uint16) if steps < 1 << 16 else shorter).argsort(kind="stable")
+        ended = np.bincount(plan.seg_len, minlength=steps + 1)[:steps].cumsum()
         rounds = segments - ended                      # segments longer than r, for each round r
         offsets = np.zeros(steps, np.int64)
-        np.cumsum(rounds[:-1], out=offsets[1:])
+        rounds[:-1].cumsum(out=offsets[1:])
         rank = np.empty(segments, np.int64)
         rank[order] = _arange(segments)
         seg_of = plan.__dict__.get("_seg_of")
@@ -176,22 +207,19 @@ def _order_by_key(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tag = first[shifted]
         if n <= 1 << 16:
             tag = tag.astype(np.uint16)
-        order = np.argsort(tag, kind="stable")
+        order = tag.argsort(kind="stable")
         sorted_tag = tag[order]
     else:
-        order = np.argsort(group, kind="stable")
-        sorted_group = group[order]
-        key_start = np.ones(n, bool)
-        np.not_equal(sorted_group[1:], sorted_group[:-1], out=key_start[1:])
-        key_first = np.flatnonzero(key_start)
-        if (np.diff(order[key_first]) > 0).all():   # keys already in order of first appearance
+        order = group.argsort(kind="stable")
+        key_start = _run_starts(group[order])
+        key_first = _starts(key_start)
+        firsts = order[key_first]
+        if (firsts[1:] > firsts[:-1]).all():   # keys already in order of first appearance
             return order, key_start
-        tag = np.repeat(order[key_first], np.diff(key_first, append=n))   # each row's key's first row
-        order = order[np.argsort(tag, kind="stable")]
+        tag = firsts.repeat(_lengths(key_first, n))   # each row's key's first row
+        order = order[tag.argsort(kind="stable")]
         sorted_tag = np.sort(tag)
-    key_start = np.ones(n, bool)
-    np.not_equal(sorted_tag[1:], sorted_tag[:-1], out=key_start[1:])
-    return order, key_start
+    return order, _run_starts(sorted_tag)
 
 
 def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: np.ndarray | None,
@@ -246,10 +274,10 @@ def _one_segment_per_key(group: np.ndarray, backwards: bool) -> RowPlan:
     of live traffic, with half the operations of the general plan)."""
     n = len(group)
     order, key_start = _order_by_key(group)
-    seg_first = np.flatnonzero(key_start)
+    seg_first = _starts(key_start)
     keys = len(seg_first)
-    seg_len = np.diff(seg_first, append=n)
-    key_of_p = np.cumsum(key_start, dtype=np.int64)
+    seg_len = _lengths(seg_first, n)
+    key_of_p = key_start.cumsum(dtype=np.int64)
     key_of_p -= 1
     pos_in_seg = _arange(n) - seg_first[key_of_p]
     key_of_row = np.empty(n, np.int64)
@@ -261,11 +289,12 @@ def _one_segment_per_key(group: np.ndarray, backwards: bool) -> RowPlan:
     per_key = _arange(keys)
     plan = RowPlan(
         num_rows=n, proc_rows=proc_rows, seg_first=seg_first, seg_len=seg_len,
-        pos_in_seg=None if keys == n else pos_in_seg, seg_carry=np.ones(keys, bool),
+        pos_in_seg=None if keys == n else pos_in_seg, seg_carry=np.full(keys, True),
         seg_key=per_key, key_rows=order[seg_first], key_last_row=order[seg_last],
         key_last_seg=per_key, key_released=np.zeros(keys, bool), key_of_row=key_of_row,
     )
     plan.__dict__["_seg_of"] = key_of_p   # the segment of each processing position, for step_layout
+    plan.__dict__["_max_len"] = int(seg_len.max())
     plan.layout = _layout(proc_rows, plan)
     return plan
 
