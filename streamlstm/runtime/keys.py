@@ -122,7 +122,7 @@ class KeyIndex:
             found = np.zeros(len(values), bool)
         hashes = values if strings is not None else None
         if found.all():   # every key held (steady traffic): group is the slots themselves
-            return Lookup(slots, slots, np.empty(0, np.int64), self._distinct(slots, found, 0), hashes)
+            return Lookup(slots, slots, np.empty(0, np.int64), self._distinct(slots, None, 0), hashes)
         group = slots.copy()
         missing = np.flatnonzero(~found)
         uniq, first, inverse = np.unique(values[missing], return_index=True, return_inverse=True)
@@ -162,13 +162,14 @@ class KeyIndex:
             group[missing] = -1 - rank[inverse.reshape(-1)]
         return Lookup(slots, group, new_rows, self._distinct(slots, slots >= 0, len(new_rows)))
 
-    def _distinct(self, slots: np.ndarray, found: np.ndarray, new_keys: int) -> bool:
-        """Whether no key repeats: O(rows) with a scratch array (a later write wins on a repeat)."""
-        if new_keys != len(slots) - int(found.sum()):
+    def _distinct(self, slots: np.ndarray, found: np.ndarray | None, new_keys: int) -> bool:
+        """Whether no key repeats (``found`` None: every row's key is held): O(rows) with a scratch
+        array (a later write wins on a repeat)."""
+        if found is not None and new_keys != len(slots) - int(found.sum()):
             return False
         if len(slots) - new_keys > len(self):   # more known rows than keys held: some key repeats
             return False
-        known = slots[found]
+        known = slots if found is None else slots[found]
         if len(known) < 2:
             return True
         if len(self._scratch) < len(self.slot_keys):
