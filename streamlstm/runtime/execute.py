@@ -79,7 +79,8 @@ def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch
         keep_order = rows.layout in ("identity", "time_major")
         perm = None if keep_order else _index(rows.proc_rows, device)
         final_of_key = None if rows.num_segments == len(key_slots) else rows.key_last_seg
-    final_of_key = None if final_of_key is None else _index(final_of_key, device)
+    if final_of_key is not None and key_order is None:   # else made only if needed (see _run_stage)
+        final_of_key = _index(final_of_key, device)
     start = contiguous_start(seg_slots) if carry is None else None
     return seg_slots, carry, perm, final_of_key, layout, start, key_order
 
@@ -120,6 +121,8 @@ def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: Row
     if keep_order and key_order is not None:
         finals, has_out = result.final, result.has_output
     else:
+        if key_order is not None:   # a single-stage model keeps the order; the others gather
+            final_of_key = _index(final_of_key, device)
         finals, has_out = _per_key(result.final, result.has_output, final_of_key)
         key_order = None
     row_states = [_unpermute(s, perm) for s in result.row_states] if record else None
