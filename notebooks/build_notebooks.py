@@ -419,10 +419,157 @@ runtime
 """),
 ]
 
+TRAIN_ON_STREAMS: list[Cell] = [
+    md("""
+# Training on streams
+
+Keras trains recurrent models on long series with `stateful=True`: cut every series into windows of
+K steps, make sample `i` of each batch continue sample `i` of the batch before, and `fit` with
+`shuffle=False`, so the carries flow from batch to batch without gradients (truncated
+backpropagation through time). `sl.fit_streams` does exactly that on keyed Arrow rows, with no
+reshaping into dense tensors, and `sl.StreamTrainer` keeps learning on a live feed from the very
+carries it serves predictions from.
+
+This notebook trains a forecaster on a recorded file with `fit_streams`, then keeps learning live
+while the sensors change, with the dashboard showing the loss.
+"""),
+    code("""
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+import streamlstm as sl
+
+torch.manual_seed(0)
+torch.set_num_threads(1)   # small tensors: one thread is fastest, above all on a shared machine
+rng = np.random.default_rng(0)
+workdir = Path(tempfile.mkdtemp(prefix="streamlstm-train-"))
+"""),
+    md("""
+## A recorded file: 48 sensors of different lengths, interleaved in time order
+
+Features `x`: the reading and the time of day as sine/cosine (a day is 48 steps). Target `y`: the
+change to the next reading (so predicting zero is the naive forecast). Sensors joined at different
+times, so the streams have different lengths.
+"""),
+    code("""
+SENSORS, STEPS, DAY = 48, 480, 48
+
+
+def readings(sensors, steps, period, seed):
+    r = np.random.default_rng(seed)
+    t = np.arange(steps + 1)
+    phase, level = r.uniform(0, 2 * np.pi, (sensors, 1)), r.uniform(-1, 1, (sensors, 1))
+    value = level + np.sin(2 * np.pi * t / period + phase) + 0.03 * r.standard_normal((sensors, steps + 1))
+    hour = np.broadcast_to(2 * np.pi * (t % DAY) / DAY, value.shape)
+    x = np.stack([value, np.sin(hour), np.cos(hour)], axis=-1)[:, :-1].astype(np.float32)
+    y = np.diff(value, axis=1)[..., None].astype(np.float32)
+    return x, y
+
+
+x, y = readings(SENSORS, STEPS, period=DAY, seed=1)
+start = rng.integers(0, 200, SENSORS)                     # sensor s joined at step start[s]
+step, sensor = np.divmod(np.arange(SENSORS * STEPS), SENSORS)
+present = step >= start[sensor]
+step, sensor = step[present], sensor[present]
+table = pa.table({
+    "sensor": pa.array([f"sensor-{s:02d}" for s in sensor]),
+    "x": pa.FixedSizeListArray.from_arrays(pa.array(x[sensor, step].reshape(-1)), 3),
+    "y": pa.FixedSizeListArray.from_arrays(pa.array(y[sensor, step].reshape(-1)), 1),
+})
+path = workdir / "readings.arrow"
+with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    writer.write_table(table, max_chunksize=4000)
+print(f"{table.num_rows:,} rows of {SENSORS} sensors -> {path}")
+"""),
+    md("""
+## `fit_streams`: Keras's stateful recipe, on the file
+
+Batch `b` of an epoch holds rows `b*K .. b*K+K-1` of every sensor long enough (sensors that ended
+drop out), each sensor continuing from its own carries; carries restart at each epoch. In Keras this
+is `model.reset_states()` then `model.fit(x, y, batch_size=n_sensors, shuffle=False)` on a
+`stateful=True` model, after arranging the windows by hand. `streamlstm train readings.arrow --model
+M --out M2 --key sensor --window 24 --epochs 4` does the same from a shell.
+"""),
+    code("""
+model = torch.nn.Sequential(sl.LSTM(16, return_sequences=True), torch.nn.Linear(16, 1))
+fit_losses = []
+trainer = sl.fit_streams(model, path, key="sensor", features="x", target="y", window=24, epochs=4,
+                         optimizer="adam", lr=0.01, progress=True,
+                         on_batch=lambda epoch, batch, loss: fit_losses.append(loss))
+print(f"{len(fit_losses)} batches; loss {fit_losses[0]:.4f} -> {fit_losses[-1]:.4f}")
+trainer
+"""),
+    md("""
+`trainer.runtime` serves predictions from the same carries: each sensor continues from where
+training left it. `sl.save_model(trainer.model, ...)` writes the model for `streamlstm replay` or
+`streamlstm serve`; `trainer.save(...)` keeps the optimizer's state and every carry as well, to
+resume training exactly.
+"""),
+    code("""
+sl.save_model(trainer.model, workdir / "forecaster.slm")
+trainer.save(workdir / "trainer.slt")
+trainer = sl.StreamTrainer.load(workdir / "trainer.slt", lambda p: torch.optim.Adam(p, lr=0.01))
+print(trainer)
+print("sensor-05's carries:", [np.round(h[:4], 3) for h, c in trainer.runtime.state("sensor-05")])
+"""),
+    md("""
+## Keep learning live, while the sensors change
+
+The live feed sends one reading of 16 sensors per batch, and the sensors' cycles are now faster
+than in the recording: the forecaster has to adapt. With a trainer in place of a runtime, the
+dashboard learns from every batch (test-then-train: each shown forecast is made before the update)
+and its status line shows the loss.
+"""),
+    code("""
+LIVE = 16
+live_x, live_y = readings(LIVE, 400, period=32, seed=2)
+live_keys = [f"sensor-{s:02d}" for s in range(LIVE)]
+live_losses = []
+
+
+def live_feed(windows=25, rows=8):
+    \"\"\"Batches of `rows` readings of every live sensor; records the loss of the batch before.\"\"\"
+    for w in range(windows):
+        if trainer.last_loss is not None and w:
+            live_losses.append(trainer.last_loss)
+        t = slice(w * rows, (w + 1) * rows)
+        yield pa.record_batch({
+            "sensor": pa.array(np.repeat(live_keys, rows)),
+            "x": pa.FixedSizeListArray.from_arrays(pa.array(live_x[:, t].reshape(-1)), 3),
+            "y": pa.FixedSizeListArray.from_arrays(pa.array(live_y[:, t].reshape(-1)), 1),
+        })
+
+
+trainer.runtime.reset()
+dash = sl.notebook.Dashboard(trainer, live_feed(), key="train", speed=50, stream="sensor-03")
+dash
+"""),
+    code("""
+fed = await dash.run()
+live_losses.append(trainer.last_loss)
+print(f"learned {fed} live batches; loss {live_losses[0]:.4f} -> {live_losses[-1]:.4f}")
+"""),
+    code("""
+import matplotlib.pyplot as plt
+
+fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
+left.plot(fit_losses, color="#4c72b0")
+left.set(title="fit_streams on the file", xlabel="batch", ylabel="loss (mse)", yscale="log")
+right.plot(live_losses, color="#dd8452", marker=".")
+right.set(title="learning live (faster cycles)", xlabel="live batch", yscale="log")
+plt.show()
+"""),
+]
+
 NOTEBOOKS = {
     "01_layers_quickstart.ipynb": LAYERS_QUICKSTART,
     "02_replay_arrow_files.ipynb": REPLAY,
     "03_live_dashboard.ipynb": LIVE_DASHBOARD,
+    "04_train_on_streams.ipynb": TRAIN_ON_STREAMS,
 }
 
 

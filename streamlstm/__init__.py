@@ -4,26 +4,59 @@ from __future__ import annotations
 
 import streamlstm.flight as flight
 from streamlstm import errors, layers
-from streamlstm.errors import StreamLSTMError
+from streamlstm.errors import (
+    ArgumentTypeError,
+    CheckpointError,
+    ConfigError,
+    FileError,
+    KerasFileError,
+    KerasImportError,
+    SchemaError,
+    ServeError,
+    ShapeError,
+    SourceError,
+    StateError,
+    StreamError,
+    StreamLSTMError,
+    UnauthenticatedError,
+    UnsupportedKerasError,
+)
 from streamlstm.io import load_model, load_runtime, save_model, save_runtime
 from streamlstm.io.replay import ReplaySummary, replay, replay_table, replay_to_file
 from streamlstm.keras_import import load_keras, save_keras
 from streamlstm.layers import LSTM, RNN, LSTMCell, StackedRNNCells
 from streamlstm.runtime import StreamRuntime
 from streamlstm.runtime.key_groups import key_group
+from streamlstm.train import StreamTrainer, fit_streams
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentTypeError",
+    "CheckpointError",
+    "ConfigError",
+    "FileError",
+    "KerasFileError",
+    "KerasImportError",
     "LSTM",
     "LSTMCell",
     "RNN",
     "ReplaySummary",
+    "SchemaError",
+    "ServeError",
+    "ShapeError",
+    "SourceError",
     "StackedRNNCells",
+    "StateError",
+    "StreamError",
     "StreamLSTMError",
     "StreamRuntime",
+    "StreamTrainer",
+    "UnauthenticatedError",
+    "UnsupportedKerasError",
     "__version__",
     "errors",
+    "fit_streams",
     "flight",
     "key_group",
     "layers",

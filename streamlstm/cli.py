@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 unexpected failure, 2 bad usage or bad input (one line 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_replay(commands)
     _add_serve(commands)
+    _add_train(commands)
     return parser
 
 
@@ -155,6 +157,64 @@ def _run_serve(args: argparse.Namespace) -> int:
                  token_file=args.token_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train", help="train a model on every stream of an Arrow/Parquet file (Keras stateful training)",
+        description="Truncated backpropagation through time on keyed rows: each batch holds the next window of "
+                    "--window rows of every stream (a Keras stateful=True fit with batch_size = the number of "
+                    "streams and shuffle=False), carries restart at each epoch. Writes the trained model file. "
+                    "The options mirror streamlstm.fit_streams; see its documentation.")
+    train.add_argument("input", metavar="INPUT", help="Arrow IPC file, Parquet file, or a directory or glob of them")
+    train.add_argument("--model", required=True, help=_MODEL_HELP + " (the starting weights)")
+    train.add_argument("--out", required=True, help="the trained model file to write (streamlstm.save_model)")
+    train.add_argument("--key", default="stream_id", help="stream key column (default: stream_id)")
+    features = train.add_mutually_exclusive_group()
+    features.add_argument("--features", default=None, metavar="COL",
+                          help="one FixedSizeList<float>[F] features column (default: x)")
+    features.add_argument("--feature-columns", default=None, metavar="A,B,C",
+                          help="numeric scalar feature columns, comma-separated")
+    train.add_argument("--target", default="y", metavar="COL",
+                       help="target column, FixedSizeList<float>[out_dim] (default: y); or A,B for numeric columns")
+    for name, meaning in (("mask", "bool: False = masked step"), ("reset", "bool: True = zero the stream first"),
+                          ("end", "bool: True = release the stream after the row")):
+        train.add_argument(f"--{name}", default=None, metavar="COL", help=f"{name} column ({meaning})")
+    train.add_argument("--window", type=int, default=32, metavar="K", help="rows per stream per batch (default: 32)")
+    train.add_argument("--epochs", type=int, default=1, metavar="E", help="passes over the data (default: 1)")
+    train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="optimizer (default: sgd)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.01 sgd, 0.001 adam)")
+    train.add_argument("--loss", choices=("mse", "mae", "huber", "binary_crossentropy"), default="mse",
+                       help="per-row loss (default: mse)")
+    train.add_argument("--clip-grad-norm", type=float, default=None, metavar="X",
+                       help="clip the gradients' total norm before each step")
+    train.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    train.add_argument("--checkpoint", default=None, metavar="DIR",
+                       help="checkpoint directory: crash-safe and resumable with --resume")
+    train.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
+                       help="batches between checkpoints (default: 50; and at each epoch end)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint DIR")
+    train.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    train.set_defaults(handler=_run_train, time=None, mode="auto")   # runtime options train has no use for
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from streamlstm.io import load_model, save_model
+    from streamlstm.train import fit_streams
+
+    options = {name: value for name, value in _runtime_options(args).items() if name not in ("time", "mode")}
+    target = [name.strip() for name in args.target.split(",")] if "," in args.target else args.target
+    trainer = fit_streams(
+        load_model(args.model, device=args.device), args.input, **options, target=target, window=args.window,
+        epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, loss=args.loss,
+        clip_grad_norm=args.clip_grad_norm, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+        resume=args.resume, progress=False if args.quiet else None)
+    save_model(trainer.model, args.out)
+    if not args.quiet:
+        stats = trainer.stats()
+        print(f"trained {stats['batches']} batches ({stats['rows']:,} rows, {stats['streams']:,} streams); "
+              f"last batch loss {'-' if stats['loss'] is None else format(stats['loss'], '.6g')}; wrote {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -164,6 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).splitlines())  # one line, whatever the message
         print(f"streamlstm {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        if argv is None and args.command == "serve":
+            # The server is stopped and the process only exits from here on: a late SIGINT/SIGTERM
+            # (serve() restored the handlers it replaced) must not raise or kill it before its exit status.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

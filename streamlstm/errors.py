@@ -11,7 +11,9 @@ built-in exception that describes it, so ``except ValueError`` keeps working::
     ├── StreamError(ValueError)        a record batch fed to a stream runtime is invalid
     │   └── SchemaError                a column is missing or has the wrong type
     ├── SourceError(ValueError)        a replay input or output file cannot be read or written
-    ├── CheckpointError(ValueError)    a replay checkpoint is present, unreadable or from another run
+    ├── CheckpointError(ValueError)    a replay checkpoint is present without resume, or from another run
+    ├── FileError(ValueError)          a file streamlstm wrote is damaged (checksum, truncation, bad content),
+    │                                  not a file of that kind, or of an unsupported format_version
     ├── ServeError                     a call to a ``streamlstm serve`` server failed (unreachable, shutting down)
     │   └── UnauthenticatedError       the server refused the call: missing or wrong bearer token
     └── KerasImportError(ValueError)   a Keras model file cannot be imported
@@ -28,6 +30,7 @@ __all__ = [
     "ArgumentTypeError",
     "CheckpointError",
     "ConfigError",
+    "FileError",
     "KerasFileError",
     "KerasImportError",
     "SchemaError",
@@ -63,7 +66,15 @@ class StateError(StreamLSTMError, ValueError):
 
 
 class StreamError(StreamLSTMError, ValueError):
-    """A record batch fed to a stream runtime is invalid; no state was changed."""
+    """A record batch fed to a stream runtime is invalid; no state was changed.
+
+    ``row`` is the batch row the message names (None when it names none), so that a caller feeding
+    rows of a larger input (e.g. replay) can name the input row instead.
+    """
+
+    def __init__(self, *args: object, row: int | None = None) -> None:
+        super().__init__(*args)
+        self.row = row
 
 
 class SchemaError(StreamError):
@@ -76,6 +87,15 @@ class SourceError(StreamLSTMError, ValueError):
 
 class CheckpointError(StreamLSTMError, ValueError):
     """A replay checkpoint exists without ``resume``, cannot be read, or was written by a different run."""
+
+
+class FileError(StreamLSTMError, ValueError):
+    """A file streamlstm wrote (model, runtime, checkpoint record or state, output part) cannot be loaded.
+
+    It is damaged (its checksum does not match, it is truncated, its Arrow data or content is invalid),
+    it is not a file of the expected kind, or its ``format_version`` is not supported. The message names
+    the file and what is wrong. Loading a damaged file never crashes and never returns other content.
+    """
 
 
 class ServeError(StreamLSTMError):

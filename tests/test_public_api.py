@@ -21,3 +21,11 @@ def test_layers_are_torch_modules():
 
     for cls in (sl.LSTM, sl.RNN, sl.LSTMCell, sl.StackedRNNCells):
         assert issubclass(cls, torch.nn.Module)
+
+
+def test_every_public_error_is_importable_from_the_package():
+    from streamlstm import errors
+
+    for name in errors.__all__:
+        assert getattr(sl, name) is getattr(errors, name)
+        assert name in sl.__all__

@@ -11,11 +11,20 @@ A checkpoint directory holds:
 ======================== ===========================================================================
 
 ``checkpoint.json`` holds ``format_version``, ``input_rows`` (rows of the input consumed),
-``output_rows`` and ``parts`` (rows and parts of output durably written), ``batches``, ``runtime``
-(the state file's name), ``done`` (every input row was processed) and ``run``: the options that
-decide the output (input, model, columns, batch rows, ...). A resumed run must present the same
-``run``; anything written after the record (a newer state file, unsealed or newer parts) is deleted
-and recomputed, which is what makes a resumed output exactly equal to an uninterrupted one.
+``output_rows`` and ``parts`` (rows and parts of output durably written), ``output_bytes`` and
+``output_crc`` (Arrow output: the length and CRC-32 of the durable prefix of ``OUTPUT.partial``),
+``batches``, ``runtime`` (the state file's name), ``done`` (every input row was processed) and ``run``:
+the options that decide the output (input fingerprint, model digest, columns, batch rows, ...). A
+resumed run must present the same ``run``; anything written after the record (a newer state file,
+unsealed or newer parts) is deleted and recomputed, which is what makes a resumed output exactly equal
+to an uninterrupted one.
+
+Every file of a checkpoint is checked before it is used (see :mod:`streamlstm.io.checksum`): the
+record ends with a checksum trailer and its fields are checked one by one (counts are non-negative
+integers, ``runtime`` is a plain ``runtime-NNNNNN.state`` name inside the directory), the state file
+and the parts carry their own trailers, and the partial Arrow output's prefix must match
+``output_crc``. Damage is one :class:`~streamlstm.errors.FileError`. Records of format_version 1
+(no trailer, no ``output_bytes``/``output_crc``) still load.
 """
 
 from __future__ import annotations
@@ -27,16 +36,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamlstm.errors import CheckpointError
+from streamlstm.errors import CheckpointError, FileError
+from streamlstm.io.checksum import decoding, seal, unseal
 from streamlstm.io.runtime_file import save_runtime
 from streamlstm.io.sinks import PartSink, fsync_dir
 
 __all__ = ["Checkpoint", "CheckpointRecord", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _RECORD = "checkpoint.json"
 # The state files, and the temp files save_runtime leaves when killed mid-write.
 _STATE = re.compile(r"\.?runtime-(\d{6})\.state(\..*\.tmp)?$")
+_STATE_NAME = re.compile(r"runtime-\d{6}\.state")
+_COUNTS = ("input_rows", "output_rows", "parts", "batches", "output_bytes")
 
 
 @dataclass
@@ -51,6 +63,35 @@ class CheckpointRecord:
     done: bool = False
     run: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    output_bytes: int = 0
+    output_crc: int = 0
+
+    @classmethod
+    def from_json(cls, fields: Any, version: int | None) -> CheckpointRecord:
+        """A record from its parsed JSON, every field checked (ValueError naming the first bad one)."""
+        if not isinstance(fields, dict):
+            raise ValueError(f"the record must be a JSON object, got {type(fields).__name__}")
+        known = {name for name in cls.__dataclass_fields__}
+        if set(fields) - known:
+            raise ValueError(f"unknown field(s) {sorted(set(fields) - known)}")
+        record = cls(**fields)
+        if record.format_version != version:
+            raise ValueError(f"format_version {record.format_version!r} does not fit the file (expected {version})")
+        for name in _COUNTS:
+            value = getattr(record, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if isinstance(record.output_crc, bool) or not isinstance(record.output_crc, int) \
+                or not 0 <= record.output_crc < 2 ** 32:
+            raise ValueError(f"output_crc must be a CRC-32, got {record.output_crc!r}")
+        if not isinstance(record.done, bool) or not isinstance(record.run, dict):
+            raise ValueError(f"done must be true/false and run an object, got {record.done!r} and "
+                             f"{type(record.run).__name__}")
+        if record.runtime is not None and not (isinstance(record.runtime, str)
+                                               and _STATE_NAME.fullmatch(record.runtime)):
+            raise ValueError(f"runtime must name a state file runtime-NNNNNN.state inside the checkpoint "
+                             f"directory, got {record.runtime!r}")
+        return record
 
 
 def _fsync(path: Path) -> None:
@@ -90,11 +131,15 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint directory {self.directory} is a file")
         # An existing record, even one refused below, is never cleaned away by abandon().
         self._committed = self.record_path.exists()
-        record = self._read() if self._committed else None
-        if record is not None and not self.resume:
+        if self._committed and not self.resume:
+            try:
+                done = f"{self._read().input_rows:,} input rows done"
+            except FileError:
+                done = "its record is damaged"
             raise CheckpointError(
-                f"{self.directory} holds the checkpoint of an unfinished replay ({record.input_rows:,} input rows "
-                f"done); add --resume (resume=True) to continue it, or delete {self.directory} to start over")
+                f"{self.directory} holds the checkpoint of an unfinished replay ({done}); add --resume "
+                f"(resume=True) to continue it, or delete {self.directory} to start over")
+        record = self._read() if self._committed else None
         if record is not None:
             self._check_run(record)
         try:
@@ -106,23 +151,27 @@ class Checkpoint:
         return record
 
     def _read(self) -> CheckpointRecord:
+        name = f"checkpoint record {self.record_path}"
         try:
-            data = json.loads(self.record_path.read_text())
-            record = CheckpointRecord(**data)
-        except (OSError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"cannot read checkpoint {self.record_path}: {exc}; delete {self.directory} "
-                                  f"to start over") from exc
-        if record.format_version != FORMAT_VERSION:
-            raise CheckpointError(f"checkpoint {self.record_path} has format_version {record.format_version}, "
-                                  f"this streamlstm reads {FORMAT_VERSION}; delete {self.directory} to start over")
+            data = self.record_path.read_bytes()
+        except OSError as exc:
+            raise FileError(f"cannot read {name}: {exc.strerror or exc}; delete {self.directory} to start "
+                            f"over") from exc
+        content = unseal(data, name)
+        # A record without a trailer is one of format_version 1; any other is damaged.
+        with decoding(name, "a record", f"; delete {self.directory} to start over"):
+            record = CheckpointRecord.from_json(json.loads(bytes(data if content is None else content)),
+                                                1 if content is None else FORMAT_VERSION)
         if record.runtime is not None and not (self.directory / record.runtime).is_file():
-            raise CheckpointError(f"checkpoint in {self.directory} is damaged: {record.runtime} is missing; "
-                                  f"delete {self.directory} to start over")
+            raise FileError(f"checkpoint in {self.directory} is damaged: {record.runtime} is missing; "
+                            f"delete {self.directory} to start over")
         return record
 
     def _check_run(self, record: CheckpointRecord) -> None:
         for name in sorted(set(record.run) | set(self.run)):
             then, now = record.run.get(name), self.run.get(name)
+            if name == "input_files" and record.format_version == 1 and isinstance(now, list):
+                now = [entry[:2] for entry in now]   # version 1 recorded (path, size) only
             if then != now:
                 raise CheckpointError(f"the checkpoint in {self.directory} was written by a different run "
                                       f"({name}: {then!r} then, {now!r} now); rerun with the same options, "
@@ -144,10 +193,10 @@ class Checkpoint:
         save_runtime(runtime, self.directory / state)
         _fsync(self.directory / state)
         previous, record.runtime = record.runtime, state
-        record.run = self.run
+        record.run, record.format_version = self.run, FORMAT_VERSION
         tmp = self.record_path.with_name(_RECORD + ".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(asdict(record), handle, indent=1)
+        with open(tmp, "wb") as handle:
+            handle.write(seal(json.dumps(asdict(record), indent=1).encode()))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.record_path)

@@ -1,8 +1,8 @@
 """``save_model`` / ``load_model``: a model as one file of JSON config plus raw tensors, no pickle.
 
-Format (``format_version`` 1): an Arrow IPC file (``pyarrow.ipc.new_file``) whose schema metadata holds
+Format (``format_version`` 2): an Arrow IPC file (``pyarrow.ipc.new_file``) whose schema metadata holds
 
-- ``streamlstm.format`` = ``"model"``, ``streamlstm.format_version`` = ``"1"``;
+- ``streamlstm.format`` = ``"model"``, ``streamlstm.format_version`` = ``"2"``;
 - ``streamlstm.model_config`` = JSON: a streamlstm layer in Keras serialized form
   (``{"class_name": "LSTM", "config": {...}}``, see :func:`streamlstm.layers.serialize`), or
   ``{"class_name": "Sequential", "config": {"layers": [...]}}`` whose members are such layers or torch
@@ -12,7 +12,10 @@ Format (``format_version`` 1): an Arrow IPC file (``pyarrow.ipc.new_file``) whos
 
 and one record batch with a row per ``state_dict`` tensor: ``name`` (string), ``dtype`` (string, e.g.
 ``"float32"``), ``shape`` (list<int64>) and ``data`` (large_binary: the C-contiguous little-endian
-bytes). Loading rebuilds the model from the config and loads the tensors with ``strict=True``.
+bytes), followed by the checksum trailer of :mod:`streamlstm.io.checksum`. Loading checks the trailer,
+then Arrow's full validation, then rebuilds the model from the config and loads the tensors with
+``strict=True``; any failure is one :class:`~streamlstm.errors.FileError` naming the file. Version 1
+files (no trailer) still load, with the same checks but the checksum.
 
 :func:`load_model` also reads Keras model files: a file whose name ends in ``.keras``, ``.h5`` or
 ``.hdf5``, or whose content is a zip or HDF5 file, goes through :func:`streamlstm.load_keras`.
@@ -31,7 +34,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from streamlstm.errors import ArgumentTypeError, ConfigError
+from streamlstm.errors import ArgumentTypeError, ConfigError, FileError
+from streamlstm.io.checksum import decoding, load_ipc, seal
 from streamlstm.keras_import.config import MODEL_CLASS, model_config, model_from_config
 from streamlstm.keras_import.files import is_keras_signature
 from streamlstm.keras_import.modules import KerasModel
@@ -39,9 +43,13 @@ from streamlstm.layers import RNN, Layer
 from streamlstm.layers.serialization import deserialize, serialize
 
 __all__ = ["KERAS_SUFFIXES", "TORCH_MODULES", "load_model", "model_from_bytes", "model_to_bytes", "save_model",
-           "write_atomic"]
+           "tensors_from_bytes", "tensors_to_bytes", "write_atomic"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READS = (1, 2)
+_SEALED_SINCE = 2   # the first version with a checksum trailer
+_TENSOR_SCHEMA = pa.schema({"name": pa.string(), "dtype": pa.string(), "shape": pa.list_(pa.int64()),
+                            "data": pa.large_binary()})
 
 TORCH_MODULES: dict[str, tuple[type, tuple[str, ...]]] = {
     "Linear": (torch.nn.Linear, ("in_features", "out_features", "bias")),
@@ -115,17 +123,43 @@ def _tensor_table(state: dict[str, torch.Tensor]) -> pa.RecordBatch:
                             "data": pa.array(blobs, pa.large_binary())})
 
 
-def _tensors(batch: pa.RecordBatch) -> dict[str, torch.Tensor]:
+def _tensors(table: pa.Table) -> dict[str, torch.Tensor]:
+    if table.num_rows == 0:
+        return {}
+    if not table.schema.equals(_TENSOR_SCHEMA, check_metadata=False):
+        raise ValueError(f"the tensor table must have the schema {_TENSOR_SCHEMA}, got {table.schema}")
     state = {}
-    for name, dtype, shape, blob in zip(*(batch.column(c).to_pylist() for c in ("name", "dtype", "shape", "data"))):
+    columns = (table.column(c).to_pylist() for c in ("name", "dtype", "shape", "data"))
+    for name, dtype, shape, blob in zip(*columns):
         if dtype not in _DTYPES:
-            raise ConfigError(f"tensor {name!r} has unsupported dtype {dtype!r} in the model file")
+            raise ValueError(f"tensor {name!r} has unsupported dtype {dtype!r}")
+        if name in state:
+            raise ValueError(f"tensor {name!r} appears twice")
         torch_dtype = _DTYPES[dtype]
         np_dtype = np.int16 if torch_dtype == torch.bfloat16 else torch.empty(0, dtype=torch_dtype).numpy().dtype
         array = np.frombuffer(blob, dtype=np.dtype(np_dtype).newbyteorder("<")).astype(np_dtype).reshape(shape)
         tensor = torch.from_numpy(array.copy())
         state[name] = tensor.view(torch.bfloat16) if torch_dtype == torch.bfloat16 else tensor
     return state
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    """Named tensors as an Arrow IPC file: the tensor table of a model file (see the module docstring)."""
+    batch = _tensor_table(tensors)
+    sink = io.BytesIO()
+    with pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def tensors_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`tensors_to_bytes`."""
+    try:
+        reader = pa.ipc.open_file(pa.BufferReader(data))
+    except pa.ArrowInvalid as exc:
+        raise ConfigError(f"not a streamlstm tensor table: {exc}") from exc
+    table = reader.read_all()
+    return _tensors(table.combine_chunks().to_batches()[0]) if table.num_rows else {}
 
 
 def model_to_bytes(model: torch.nn.Module) -> bytes:
@@ -139,29 +173,25 @@ def model_to_bytes(model: torch.nn.Module) -> bytes:
     sink = io.BytesIO()
     with pa.ipc.new_file(sink, batch.schema.with_metadata(metadata)) as writer:
         writer.write_batch(batch)
-    return sink.getvalue()
+    return seal(sink.getvalue())
 
 
-def model_from_bytes(data: bytes, device: Any = None) -> torch.nn.Module:
-    """Rebuild a model from :func:`model_to_bytes` output, in eval mode."""
-    try:
-        reader = pa.ipc.open_file(pa.BufferReader(data))
-    except pa.ArrowInvalid as exc:
-        raise ConfigError(f"not a streamlstm model file: {exc}") from exc
-    metadata = reader.schema.metadata or {}
-    if metadata.get(b"streamlstm.format") != b"model":
-        raise ConfigError("not a streamlstm model file (no streamlstm.format = 'model' in its metadata)")
-    version = int(metadata.get(b"streamlstm.format_version", b"0"))
-    if version != FORMAT_VERSION:
-        raise ConfigError(f"model file format_version {version} is not supported (this streamlstm reads "
-                          f"{FORMAT_VERSION})")
-    model = _build(json.loads(metadata[b"streamlstm.model_config"]))
-    state = _tensors(reader.read_all().combine_chunks().to_batches()[0]) if reader.num_record_batches else {}
-    model.load_state_dict(state, strict=True)   # builds streamlstm layers from the tensor shapes
-    floating = {t.dtype for t in state.values() if t.is_floating_point()}
-    if len(floating) == 1:
-        model.to(floating.pop())
-        model.load_state_dict(state, strict=True)  # exact values in the saved dtype
+def model_from_bytes(data: bytes, device: Any = None, *, name: str = "the model file") -> torch.nn.Module:
+    """Rebuild a model from :func:`model_to_bytes` output, in eval mode.
+
+    Raises:
+        FileError: ``data`` is damaged, not a model file, or holds a model that cannot be rebuilt
+            (the message starts with ``name``).
+    """
+    _, metadata, table = load_ipc(data, name, b"model", _READS, _SEALED_SINCE)
+    with decoding(name, "a model"):
+        model = _build(json.loads(metadata[b"streamlstm.model_config"]))
+        state = _tensors(table)
+        model.load_state_dict(state, strict=True)   # builds streamlstm layers from the tensor shapes
+        floating = {t.dtype for t in state.values() if t.is_floating_point()}
+        if len(floating) == 1:
+            model.to(floating.pop())
+            model.load_state_dict(state, strict=True)  # exact values in the saved dtype
     if device is not None:
         model.to(device)
     return model.eval()
@@ -206,7 +236,8 @@ def load_model(path: str | os.PathLike, device: Any = None) -> torch.nn.Module:
     :func:`streamlstm.load_keras`), in eval mode, on ``device`` when given.
 
     Raises:
-        ConfigError: not a streamlstm model file (or an unsupported ``format_version``).
+        FileError: not a readable streamlstm model file: damaged (checksum, Arrow validation, content),
+            another kind of file, or an unsupported ``format_version``; the message names the file.
         KerasImportError: a Keras file that cannot be imported (see :func:`streamlstm.load_keras`).
     """
     path = Path(path)
@@ -215,7 +246,11 @@ def load_model(path: str | os.PathLike, device: Any = None) -> torch.nn.Module:
 
         model = load_keras(path)
         return model.to(device) if device is not None else model
-    return model_from_bytes(path.read_bytes(), device=device)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FileError(f"model file {path} cannot be read: {exc.strerror or exc}") from exc
+    return model_from_bytes(data, device=device, name=f"model file {path}")
 
 
 def _is_keras_file(path: Path) -> bool:

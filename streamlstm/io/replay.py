@@ -36,10 +36,11 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from streamlstm.errors import ConfigError, KerasImportError, SourceError, StreamLSTMError
+from streamlstm.errors import ConfigError, FileError, KerasImportError, SourceError, StreamError, StreamLSTMError
 from streamlstm.io.checkpoint import Checkpoint, CheckpointRecord
+from streamlstm.io.checksum import fingerprint as file_fingerprint
 from streamlstm.io.runtime_file import load_runtime
-from streamlstm.io.sinks import FileSink, ResumableArrowSink, output_format
+from streamlstm.io.sinks import FileSink, ResumableArrowSink, output_format, partial_path
 from streamlstm.io.sources import Source, open_source
 from streamlstm.runtime import StreamRuntime
 
@@ -79,7 +80,7 @@ def load_model_file(path: str | os.PathLike, device: Any = None) -> torch.nn.Mod
 
     try:
         return load_model(path, device=device)
-    except KerasImportError:
+    except (KerasImportError, FileError):  # they name the file already
         raise
     except StreamLSTMError as exc:
         raise SourceError(f"model file {path} cannot be read: {exc}") from exc
@@ -121,14 +122,26 @@ class _Replay:
                    disable=not self.progress, dynamic_ncols=True, desc="replay", leave=False)
         try:
             with torch.inference_mode():
+                row = start_row
                 for batch in self.source.batches(self.batch_rows, start_row=start_row, columns=self.columns):
-                    out = self.runtime.feed(batch)
+                    out = self._feed(batch, row)
+                    row += batch.num_rows
                     yield batch.num_rows, out
                     if self.progress:
                         bar.update(batch.num_rows)
                         bar.set_postfix(streams=f"{self.streams:,}", refresh=False)
         finally:
             bar.close()
+
+    def _feed(self, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
+        """``runtime.feed``; an error naming a row of the batch names the input row instead."""
+        try:
+            return self.runtime.feed(batch)
+        except StreamError as exc:
+            if exc.row is None:
+                raise
+            where = self.source.where(first_row + exc.row)
+            raise type(exc)(str(exc).replace(f"row {exc.row}", where, 1), row=first_row + exc.row) from exc
 
     @property
     def streams(self) -> int:
@@ -142,7 +155,7 @@ class _Replay:
 
     def fingerprint(self, out: Path, format: str) -> dict[str, Any]:
         """The options that decide the output: a resumed run must match them exactly."""
-        files = [[os.path.abspath(f), os.path.getsize(f)] for f in self.source.files]
+        files = [[os.path.abspath(f), *file_fingerprint(f)] for f in self.source.files]
         described = self.source.description
         return {"input": described if described.startswith(("<", "-")) else os.path.abspath(described),
                 "input_files": files, "input_rows": self.source.total_rows, "model": self._model_digest(),
@@ -208,16 +221,32 @@ def replay_to_file(source: Any, model: Any, out: str | os.PathLike, *, format: s
         raise ConfigError(f"`checkpoint_every` must be a positive integer, got {checkpoint_every!r}")
     if resume and checkpoint is None:
         raise ConfigError("`resume` needs the `checkpoint` directory of the run to resume (--checkpoint DIR)")
-    if out.is_dir():
-        raise SourceError(f"output {out} is a directory; name a file")
+    if out.is_dir() or partial_path(out).is_dir():
+        raise SourceError(f"output {out if out.is_dir() else partial_path(out)} is a directory; name a file")
     job = _Replay(source, model, **options)
+    _check_not_overwriting(job, out)
     started = _time.perf_counter()
-    if checkpoint is None:
-        rows, resumed_at = _write_direct(job, out, fmt), 0
-    else:
-        rows, resumed_at = _write_checkpointed(job, out, fmt, Checkpoint(checkpoint, job.fingerprint(out, fmt),
-                                                                       resume=resume), checkpoint_every)
+    try:
+        if checkpoint is None:
+            rows, resumed_at = _write_direct(job, out, fmt), 0
+        else:
+            store = Checkpoint(checkpoint, job.fingerprint(out, fmt), resume=resume)
+            rows, resumed_at = _write_checkpointed(job, out, fmt, store, checkpoint_every)
+    except OSError as exc:  # disk full, permissions, a file vanishing: nothing half-written stays (see sinks)
+        where = exc.filename if exc.filename else out
+        raise SourceError(f"cannot write {where}: {exc.strerror or exc}") from exc
     return ReplaySummary(rows, job.streams, _time.perf_counter() - started, out, resumed_at)
+
+
+def _check_not_overwriting(job: _Replay, out: Path) -> None:
+    """Refuse an output (or its ``.partial``) that is an input file or the model file."""
+    inputs = {os.path.realpath(f) for f in job.source.files}
+    if job.model_path is not None:
+        inputs.add(os.path.realpath(job.model_path))
+    for target in (out, partial_path(out)):
+        if os.path.realpath(target) in inputs:
+            raise SourceError(f"output {target} is one of the inputs (or the model file); writing it would "
+                              f"destroy it: name another --out")
 
 
 def _write_direct(job: _Replay, out: Path, fmt: str) -> int:
@@ -239,9 +268,12 @@ def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoin
         if record is None:
             record, resumed_at = CheckpointRecord(), 0
         else:
+            if record.done and _finished(out, fmt, record.output_rows):
+                checkpoint.clear()   # killed after the final rename, before this: the output is complete
+                return 0, record.input_rows
             job.runtime = load_runtime(checkpoint.state_path(record), device=job.device)
             resumed_at = record.input_rows
-        sink.resume(record.output_rows, record.parts)
+        sink.resume(record)
         if not record.done:
             for input_rows, batch in job.outputs(record.input_rows):
                 sink.write(batch)
@@ -249,10 +281,10 @@ def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoin
                 record.output_rows += batch.num_rows
                 record.batches += 1
                 if record.batches % every == 0:
-                    record.parts = sink.sync()
+                    sink.sync(record)
                     record = checkpoint.commit(job.runtime, record)
             record.done = True
-            record.parts = sink.sync()
+            sink.sync(record)
             record = checkpoint.commit(job.runtime, record)
         sink.finish(out, fmt, job.empty_output() if record.output_rows == 0 else None)
     except BaseException:
@@ -261,3 +293,20 @@ def _write_checkpointed(job: _Replay, out: Path, fmt: str, checkpoint: Checkpoin
         raise
     checkpoint.clear()
     return record.input_rows - resumed_at, resumed_at
+
+
+def _finished(out: Path, fmt: str, rows: int) -> bool:
+    """Whether ``out`` is the complete output of a run whose checkpoint counts ``rows`` output rows and
+    no ``.partial`` file remains (the run was stopped between the final rename and clearing its checkpoint)."""
+    if partial_path(out).exists() or not out.is_file():
+        return False
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(out).metadata.num_rows == rows
+        with pa.memory_map(str(out)) as handle:
+            reader = pa.ipc.open_file(handle)
+            return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches)) == rows
+    except (pa.ArrowException, OSError):
+        return False

@@ -10,25 +10,29 @@ Three writers:
 - :class:`ResumableArrowSink` (Arrow output with checkpoints) writes ``OUTPUT.partial`` in place and
   :meth:`~ResumableArrowSink.sync` flushes it to disk at each checkpoint. An IPC file is an IPC stream
   after its 8 magic bytes, so a resumed run reads the first ``output_rows`` rows back from the partial
-  file into a fresh one (dropping rows written after the checkpoint) and goes on appending.
+  file into a fresh one (dropping rows written after the checkpoint) and goes on appending. The
+  checkpoint records the length and CRC-32 of the durable prefix; resuming checks them first.
 - :class:`PartSink` (Parquet output with checkpoints: a Parquet file without its footer cannot be
   read back) writes the output of each checkpoint interval to its own Arrow IPC stream part
-  under the checkpoint directory; :meth:`PartSink.seal` makes the current part durable (sync + rename)
-  so that a checkpoint can count its rows. Rows written after the last checkpoint live only in an
-  unsealed part, which a resumed run deletes and recomputes: no row is lost or repeated. At the end
-  :meth:`PartSink.finish` streams the parts, in order, into the output file.
+  under the checkpoint directory; :meth:`PartSink.seal` makes the current part durable (checksum
+  trailer + sync + rename) so that a checkpoint can count its rows. Rows written after the last
+  checkpoint live only in an unsealed part, which a resumed run deletes and recomputes: no row is lost
+  or repeated. At the end :meth:`PartSink.finish` streams the parts, in order, into the output file.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamlstm.errors import CheckpointError, SourceError
+from streamlstm.errors import FileError, SourceError
+from streamlstm.io.checksum import append_trailer, check_file, crc32_file
 
 __all__ = ["FileSink", "PartSink", "ResumableArrowSink", "fsync_dir", "output_format", "partial_path"]
 
@@ -149,21 +153,26 @@ class PartSink:
         self.next_part = first_part
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._tmp: Path | None = None
+        self._checked = True   # parts of a format_version 1 checkpoint have no trailer
 
     def _name(self, index: int) -> Path:
         return self.directory / f"part-{index:06d}.arrows"
 
-    def resume(self, rows: int, parts: int) -> None:
-        """Keep the first ``parts`` sealed parts, which must hold ``rows`` rows; delete the rest."""
-        self.discard_after(parts)
-        self.next_part = parts
+    def resume(self, record: Any) -> None:
+        """Keep the first ``record.parts`` sealed parts, which must hold ``record.output_rows`` rows (and
+        carry valid checksums, for records of format_version 2); delete the rest."""
+        self._checked = record.format_version >= 2
+        self.discard_after(record.parts)
+        self.next_part = record.parts
         written = self.part_rows()
-        if written != rows:
-            raise CheckpointError(f"checkpoint in {self.directory.parent} is damaged: it counts {rows:,} output "
-                                  f"rows but its parts hold {written:,}; delete {self.directory.parent} to start over")
+        if written != record.output_rows:
+            raise FileError(f"checkpoint in {self.directory.parent} is damaged: it counts {record.output_rows:,} "
+                            f"output rows but its parts hold {written:,}; delete {self.directory.parent} to start "
+                            f"over")
 
-    def sync(self) -> int:
-        return self.seal()
+    def sync(self, record: Any) -> None:
+        """Seal the current part and count the sealed parts in ``record``."""
+        record.parts = self.seal()
 
     def discard_after(self, parts: int) -> None:
         """Delete unsealed parts and parts numbered ``parts`` or higher (written after the checkpoint)."""
@@ -187,28 +196,40 @@ class PartSink:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-            _fsync_file(self._tmp)
+            append_trailer(self._tmp)   # fsyncs
             os.replace(self._tmp, self._name(self.next_part))
             fsync_dir(self.directory)
             self.next_part += 1
         return self.next_part
 
+    def _batches(self, index: int) -> Iterator[pa.RecordBatch]:
+        """The batches of sealed part ``index``, its checksum checked first, each batch fully validated."""
+        path = self._name(index)
+        try:
+            if self._checked:
+                check_file(path)
+            with pa.OSFile(str(path)) as handle:  # not mapped: resident memory stays flat
+                for batch in pa.ipc.open_stream(handle):
+                    batch.validate(full=True)
+                    yield batch
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            if isinstance(exc, FileError):
+                raise
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
+            raise FileError(f"output part {path} is damaged or missing: {reason}; delete "
+                            f"{self.directory.parent} to start over") from exc
+
     def part_rows(self) -> int:
-        """Rows in the sealed parts (read from their metadata)."""
-        total = 0
-        for index in range(self.next_part):
-            with pa.OSFile(str(self._name(index))) as handle:
-                total += sum(batch.num_rows for batch in pa.ipc.open_stream(handle))
-        return total
+        """Rows in the sealed parts (each part's checksum checked)."""
+        return sum(batch.num_rows for index in range(self.next_part) for batch in self._batches(index))
 
     def finish(self, path: str | os.PathLike, format: str, empty: pa.Schema | None = None) -> Path:
         """Stream every sealed part, in order, into the output file ``path``."""
         sink = FileSink(path, format)
         try:
             for index in range(self.next_part):
-                with pa.OSFile(str(self._name(index))) as handle:  # not mapped: resident memory stays flat
-                    for batch in pa.ipc.open_stream(handle):
-                        sink.write(batch)
+                for batch in self._batches(index):
+                    sink.write(batch)
             return sink.finish(empty)
         except BaseException:
             sink.abort()
@@ -239,32 +260,49 @@ class ResumableArrowSink:
         self._writer: pa.ipc.RecordBatchFileWriter | None = None
         self._schema: pa.Schema | None = None
         self.rows = 0
+        self._durable = (0, 0)   # (bytes, CRC-32) of the prefix made durable by the last sync
 
-    def resume(self, rows: int, parts: int = 0) -> None:
-        """Keep the first ``rows`` rows of an earlier run's partial file (none: start afresh)."""
+    def resume(self, record: Any) -> None:
+        """Keep the first ``record.output_rows`` rows of an earlier run's partial file (none: start
+        afresh), after checking that its first ``record.output_bytes`` bytes match ``record.output_crc``."""
+        rows = record.output_rows
+        if self.partial.is_dir():
+            raise SourceError(f"{self.partial} (where the output is written until complete) is a directory")
         if rows == 0:
             self.partial.unlink(missing_ok=True)
             return
         if not self.partial.is_file():
-            raise CheckpointError(f"the checkpoint counts {rows:,} output rows in {self.partial}, which is missing; "
-                                  f"delete the checkpoint directory to start over")
+            raise FileError(f"the checkpoint counts {rows:,} output rows in {self.partial}, which is missing; "
+                            f"delete the checkpoint directory to start over")
+        if record.format_version >= 2:
+            self._check_prefix(record.output_bytes, record.output_crc)
         fresh = self.partial.with_name(self.partial.name + ".resume")
-        with open(self.partial, "rb") as old:
-            old.seek(8)  # "ARROW1" and padding: what follows is an IPC stream
-            reader = pa.ipc.open_stream(old)
-            self._open(fresh, reader.schema)
-            try:
+        try:
+            with open(self.partial, "rb") as old:
+                old.seek(8)  # "ARROW1" and padding: what follows is an IPC stream
+                reader = pa.ipc.open_stream(old)
+                self._open(fresh, reader.schema)
                 while self.rows < rows:
                     batch = reader.read_next_batch()
+                    batch.validate(full=True)
                     self.write(batch.slice(0, rows - self.rows))
-            except (StopIteration, pa.ArrowInvalid) as exc:
-                self.abort()
-                fresh.unlink(missing_ok=True)
-                raise CheckpointError(f"{self.partial} holds fewer than the {rows:,} output rows the checkpoint "
-                                      f"counts; delete the checkpoint directory to start over") from exc
-        self.sync()
+        except (StopIteration, pa.ArrowException, ValueError, OSError, MemoryError) as exc:  # a version 1 file
+            self.abort()
+            fresh.unlink(missing_ok=True)
+            raise FileError(f"{self.partial} is damaged or holds fewer than the {rows:,} output rows the checkpoint "
+                            f"counts ({type(exc).__name__}); delete the checkpoint directory to start over") from exc
+        self._flush()
+        self._durable = (self._file.tell(), crc32_file(fresh, 0, self._file.tell()))
         os.replace(fresh, self.partial)  # the open file follows the rename
         fsync_dir(self.partial.parent)
+
+    def _check_prefix(self, length: int, crc: int) -> None:
+        size = self.partial.stat().st_size
+        computed = crc32_file(self.partial, 0, length) if size >= length else None
+        if computed != crc:
+            found = f"{size:,} bytes" if computed is None else f"crc32 {computed:08x}"
+            raise FileError(f"{self.partial} is damaged: the checkpoint counts its first {length:,} bytes with "
+                            f"crc32 {crc:08x}, found {found}; delete the checkpoint directory to start over")
 
     def _open(self, path: Path, schema: pa.Schema) -> None:
         try:
@@ -281,19 +319,27 @@ class ResumableArrowSink:
         self._writer.write_batch(batch)
         self.rows += batch.num_rows
 
-    def sync(self) -> int:
-        """Make every row written so far durable; returns 0 (no parts)."""
+    def _flush(self) -> None:
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
-        return 0
+
+    def sync(self, record: Any) -> None:
+        """Make every row written so far durable; count its bytes and their CRC-32 in ``record``."""
+        if self._file is not None:
+            self._flush()
+            length, crc = self._durable
+            end = self._file.tell()
+            self._durable = (end, crc32_file(self.partial, length, end, crc))
+        record.parts = 0
+        record.output_bytes, record.output_crc = self._durable
 
     def finish(self, path: str | os.PathLike, format: str, empty: pa.Schema | None = None) -> Path:
         if self._writer is None:
             self._open(self.partial, empty)
         self._writer.close()
         self._writer = None
-        self.sync()
+        self._flush()
         self._file.close()
         self._file = None
         os.replace(self.partial, self.path)

@@ -55,6 +55,7 @@ class Source:
         schema: the schema of every batch.
         total_rows: the number of rows, or None where unknown without reading (streams).
         files: the files read, in order (empty for standard input and in-memory data).
+        file_rows: the rows of each of ``files`` where known (files and datasets), else empty.
     """
 
     description: str
@@ -62,6 +63,15 @@ class Source:
     total_rows: int | None
     files: tuple[str, ...]
     _read: Reader
+    file_rows: tuple[int, ...] = ()
+
+    def where(self, row: int) -> str:
+        """Input row ``row`` (counted from 0 over the whole input) as a message names it."""
+        if len(self.file_rows) == len(self.files) > 1:
+            index, within = _locate(self.file_rows, row)
+            if index < len(self.files):
+                return f"input row {row:,} (row {within:,} of {self.files[index]})"
+        return f"input row {row:,} of {self.description}"
 
     def read(self, start_row: int, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
         """The input's batches as stored, from row ``start_row`` on (no checks, no re-chunking)."""
@@ -160,7 +170,7 @@ def _ipc_file(path: str) -> Source:
             del reader, batch
             handle.close()
 
-    return Source(path, schema, sum(counts), (path,), read)
+    return Source(path, schema, sum(counts), (path,), read, (sum(counts),))
 
 
 # -- Arrow IPC streams -------------------------------------------------------------------------------
@@ -209,7 +219,7 @@ def _parquet(path: str) -> Source:
         batches = reader.iter_batches(batch_size=65536, row_groups=range(first, len(groups)), columns=columns)
         yield from _skip(batches, skip)
 
-    return Source(path, schema, metadata.num_rows, (path,), read)
+    return Source(path, schema, metadata.num_rows, (path,), read, (metadata.num_rows,))
 
 
 # -- directories and glob patterns -------------------------------------------------------------------
@@ -248,10 +258,20 @@ def _dataset(spec: str) -> Source:
                 continue
             part = opener(path)
             part.require_columns(columns or ())
+            _same_fields(part, schema, columns)
             yield from part.read(skip, columns)
             skip = 0
 
-    return Source(spec, schema, sum(counts), tuple(files), read)
+    return Source(spec, schema, sum(counts), tuple(files), read, tuple(counts))
+
+
+def _same_fields(part: Source, schema: pa.Schema, columns: Sequence[str] | None) -> None:
+    """Every file of a dataset must have the first file's column types (the output has one schema)."""
+    for name in columns if columns is not None else schema.names:
+        found, expected = part.schema.field(name).type, schema.field(name).type
+        if found != expected:
+            raise SourceError(f"input file {part.description} has column {name!r} of type {found}, but the "
+                              f"dataset's first file has {expected}; every file must have the same types")
 
 
 # -- recognizing an input ----------------------------------------------------------------------------

@@ -12,6 +12,12 @@ version that wrote it, and a weight store.
   attribute lists the layer's weights in ``get_weights()`` order.
 
 h5py is imported lazily; it is the ``keras`` extra (``pip install streamlstm[keras]``).
+
+Untrusted files. HDF5 can make a dataset read its bytes from elsewhere: external storage (raw files
+named in the dataset), virtual datasets (mapped from other HDF5 files) and external links. A model
+file using any of them is refused before anything is read (:func:`refuse_outside_data`), so loading
+a model file reads that file alone. Loading never runs code from the file (no pickle, no Lambda
+layers, no custom objects); a hostile file can at most make the load fail or take memory.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import numpy as np
 
 from streamlstm.errors import KerasFileError
 
-__all__ = ["KerasFile", "is_keras_signature", "read_keras_file", "require_h5py"]
+__all__ = ["KerasFile", "is_keras_signature", "read_keras_file", "refuse_outside_data", "require_h5py"]
 
 _H5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _ZIP_SIGNATURE = b"PK\x03\x04"
@@ -98,6 +104,28 @@ def read_keras_file(path: str | Path) -> KerasFile:
     )
 
 
+def refuse_outside_data(store: Any, path: Path, h5py: Any) -> None:
+    """Raise :class:`KerasFileError` when the HDF5 ``store`` has an external link, a virtual dataset or a
+    dataset with external storage: each would read data from outside the model file."""
+    found: list[str] = []
+
+    def visit(name: str, link: Any) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"{name!r} is an external link to {link.filename!r}")
+        elif isinstance(link, h5py.HardLink):
+            item = store.get(name)
+            if isinstance(item, h5py.Dataset):
+                if item.is_virtual:
+                    found.append(f"dataset {name!r} is virtual (mapped from other files)")
+                elif item.id.get_create_plist().get_external_count():
+                    found.append(f"dataset {name!r} has external storage (its bytes live in other files)")
+
+    store.visititems_links(visit)
+    if found:
+        raise KerasFileError(f"{str(path)!r} reads data from outside the model file, which is refused: "
+                             f"{found[0]}")
+
+
 def _read_zip(path: Path) -> KerasFile:
     h5py = require_h5py()
     try:
@@ -115,6 +143,7 @@ def _read_zip(path: Path) -> KerasFile:
         raise KerasFileError(f"{str(path)!r} is a corrupt .keras file: {exc}") from exc
     try:
         with h5py.File(io.BytesIO(blob), "r") as store:
+            refuse_outside_data(store, path, h5py)
             weights = {}
             store.visititems(lambda name, obj: _collect_vars(name, obj, weights, h5py))
     except OSError as exc:
@@ -134,6 +163,7 @@ def _read_h5(path: Path) -> KerasFile:
     h5py = require_h5py()
     try:
         with h5py.File(path, "r") as store:
+            refuse_outside_data(store, path, h5py)
             if "model_config" not in store.attrs:
                 hint = " (a weights-only file from save_weights?)" if "layer_names" in store.attrs else ""
                 raise KerasFileError(

@@ -16,21 +16,67 @@ Keras gate order ``i, f, c~, o`` (torch's too), ``a`` = activation, ``ra`` = rec
 
 The three tanh/sigmoid variants give the same numbers to float32 rounding; the tests check each
 against :func:`gates`.
+
+Precision policy: PyTorch's one knob, ``torch.get_float32_matmul_precision()``, decides for every
+kernel. ``"highest"`` (PyTorch's default) computes float32 exactly (IEEE) everywhere; ``"high"`` and
+``"medium"`` let CUDA use TF32 tensor cores. The GEMM kernels (the step path, the generic loop, Dense
+heads; cuBLAS on CUDA) read that setting themselves. cuDNN's LSTM does not: it reads
+``torch.backends.cudnn.rnn.fp32_precision`` (``cudnn.allow_tf32`` before torch 2.9), "tf32" by
+default, so ``mode="step"`` and ``mode="chunk"`` would differ by about 1e-3 on Ampere and later GPUs.
+:func:`native_sequence` therefore
+runs cuDNN under :func:`cudnn_rnn_precision` (``"ieee"`` at "highest", ``"tf32"`` otherwise) and puts the
+global setting back after the call; when gradients are needed, cuDNN's backward runs under the same
+precision (autograd would otherwise run it later at the global setting). Tensors on the CPU skip all
+of this (one attribute read): cuDNN never runs there. On the CPU, PyTorch applies the same knob to
+its own kernels ("medium" lets oneDNN GEMMs use bfloat16 on CPUs that have it).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
-__all__ = ["gates", "native_cell", "native_sequence", "standard_gates_"]
+__all__ = ["cudnn_rnn_precision", "gates", "native_cell", "native_sequence", "standard_gates_"]
 
 # Resolved once: ``torch._VF`` looks names up on every attribute access.
 _VF_LSTM_CELL = torch._VF.lstm_cell  # noqa: SLF001 (torch's native kernels have no public name)
 _VF_LSTM = torch._VF.lstm  # noqa: SLF001
 
+_CUDNN_RNN = torch.backends.cudnn.rnn
+# One cuDNN call under the policy at a time: two threads that each save, set and restore the global
+# setting could otherwise restore each other's value in the middle of a call (or leave it changed).
+_CUDNN_RNN_LOCK = threading.Lock()
+
 Activation = Callable[[torch.Tensor], torch.Tensor]
+_T = TypeVar("_T")
+
+
+class _CudnnRnnSetting:
+    """The global setting cuDNN's RNN kernels read (``allowTF32CuDNN(Float32Op::RNN)``): the per-operator
+    ``torch.backends.cudnn.rnn.fp32_precision`` where torch has one (2.9 and later), else cuDNN's one
+    legacy flag ``torch.backends.cudnn.allow_tf32``."""
+
+    def __init__(self, per_operator: bool) -> None:
+        self.per_operator = per_operator
+
+    def read(self) -> str | bool:
+        return _CUDNN_RNN.fp32_precision if self.per_operator else torch.backends.cudnn.allow_tf32
+
+    def write(self, value: str | bool) -> None:
+        if self.per_operator:
+            _CUDNN_RNN.fp32_precision = value
+        else:
+            torch.backends.cudnn.allow_tf32 = value
+
+    def value_for(self, precision: str) -> str | bool:
+        """What to write for ``precision`` ("ieee" or "tf32")."""
+        return precision if self.per_operator else precision == "tf32"
+
+
+_SETTING = _CudnnRnnSetting(per_operator=hasattr(_CUDNN_RNN, "fp32_precision"))
 
 
 def gates(z: torch.Tensor, c: torch.Tensor, activation: Activation,
@@ -63,6 +109,7 @@ def native_sequence(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, kernel:
                     bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PyTorch's sequence kernel over ``x`` [batch, time, F] from ``(h0, c0)`` [batch, u], Keras weights.
 
+    Off the CPU it runs under the precision policy (module docstring), its backward too.
     Returns ``(outputs [batch, time, u], h_n, c_n)``."""
     weights = [kernel.T, recurrent_kernel.T]
     if bias is not None:
@@ -70,5 +117,60 @@ def native_sequence(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, kernel:
     # cuDNN keeps the workspace for backward only in train mode; on CPU the flag changes nothing.
     train = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, h0, c0, kernel, recurrent_kernel, bias))
-    out, h_n, c_n = _VF_LSTM(x, (h0[None], c0[None]), weights, bias is not None, 1, 0.0, train, False, True)
+    tensors = (x, h0[None], c0[None], *weights)
+    if x.is_cpu:
+        out, h_n, c_n = _sequence(bias is not None, train, *tensors)
+    elif train:
+        out, h_n, c_n = _SequenceUnderPolicy.apply(bias is not None, *tensors)
+    else:
+        out, h_n, c_n = _under_policy(cudnn_rnn_precision(), lambda: _sequence(bias is not None, False, *tensors))
     return out, h_n[0], c_n[0]
+
+
+def _sequence(has_bias: bool, train: bool, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
+              *weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _VF_LSTM(x, (h0, c0), weights, has_bias, 1, 0.0, train, False, True)
+
+
+def cudnn_rnn_precision() -> str:
+    """The ``torch.backends.cudnn.rnn.fp32_precision`` streamlstm's cuDNN calls run under: ``"ieee"``
+    when ``torch.get_float32_matmul_precision()`` is ``"highest"``, else ``"tf32"`` (the choice cuBLAS
+    makes from the same setting, see the module docstring)."""
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
+def _under_policy(precision: str, call: Callable[[], _T], setting: _CudnnRnnSetting = _SETTING) -> _T:
+    """``call()`` with cuDNN's RNN precision set to ``precision``, the global setting restored after.
+
+    Only the RNN setting is touched: ``torch.backends.cudnn.flags(allow_tf32=...)`` would also reset
+    ``enabled`` (to False: no cuDNN at all), ``benchmark`` and ``deterministic`` to its own defaults, and
+    the legacy ``allow_tf32`` getter raises once the per-operator settings differ."""
+    with _CUDNN_RNN_LOCK:
+        saved = setting.read()
+        setting.write(setting.value_for(precision))
+        try:
+            return call()
+        finally:
+            setting.write(saved)
+
+
+class _SequenceUnderPolicy(torch.autograd.Function):
+    """:func:`_sequence` when gradients are needed: autograd would run cuDNN's backward later, at
+    whatever the global setting is then. The forward records the kernel's own graph on detached inputs
+    (under the policy); the backward differentiates that graph under the same precision."""
+
+    @staticmethod
+    def forward(ctx, has_bias: bool, *tensors: torch.Tensor):
+        precision = cudnn_rnn_precision()
+        inner = [t.detach().requires_grad_(t.requires_grad) for t in tensors]
+        with torch.enable_grad():
+            outputs = _under_policy(precision, lambda: _sequence(has_bias, True, *inner))
+        ctx.precision, ctx.inner, ctx.outputs = precision, inner, outputs
+        return tuple(o.detach() for o in outputs)   # detach shares the version counter: in-place use is caught
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        wanted = [t for t in ctx.inner if t.requires_grad]
+        found = iter(_under_policy(ctx.precision, lambda: torch.autograd.grad(
+            ctx.outputs, wanted, grads, retain_graph=True)))   # kept while the caller's graph lives
+        return (None, *(next(found) if t.requires_grad else None for t in ctx.inner))

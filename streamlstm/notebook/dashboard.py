@@ -1,4 +1,5 @@
-"""``Dashboard``: watch, pause, step and reset a :class:`~streamlstm.StreamRuntime` fed by a source."""
+"""``Dashboard``: watch, pause, step and reset a :class:`~streamlstm.StreamRuntime` (or a learning
+:class:`~streamlstm.StreamTrainer`) fed by a source."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def live_dashboards() -> dict[str, Dashboard]:
 class Dashboard:
     """A Jupyter widget that feeds ``source`` into ``runtime`` and shows one stream as it goes.
 
+    Given a :class:`~streamlstm.StreamTrainer` in place of the runtime, every batch is learned
+    (:meth:`~streamlstm.StreamTrainer.learn`: its prequential outputs are shown) and the status line
+    also shows the last batch's loss.
+
     Controls: Play/Pause, Step (one batch), Reset stream (the selected one), Reset all, speed (batches
     per second), a searchable stream selector and the layer whose ``h`` the heatmap shows. Views: the
     selected stream's inputs and outputs over its recent steps, a heatmap of its ``h``, a status line
@@ -40,7 +45,7 @@ class Dashboard:
     nothing happens until ``await dashboard.run(...)``.
 
     Args:
-        runtime (StreamRuntime): what the batches are fed to (its columns say which are keys,
+        runtime (StreamRuntime | StreamTrainer): what the batches are fed to (its columns say which are keys,
             features, ...). Pass ``return_state=True`` to it to see every step's ``h``; otherwise a
             stream with several rows in one batch shows ``h`` only at its last row.
         source: an Arrow/Parquet path, a pyarrow Table, RecordBatch or RecordBatchReader, or an
@@ -72,9 +77,14 @@ class Dashboard:
                  speed: float = 5.0, history: int = 200, stream: Any = None, layer: int = 0,
                  play: bool = False) -> None:
         from streamlstm.runtime import StreamRuntime
+        from streamlstm.train import StreamTrainer
 
+        self.trainer = runtime if isinstance(runtime, StreamTrainer) else None
+        if self.trainer is not None:
+            runtime = self.trainer.runtime
         if not isinstance(runtime, StreamRuntime):
-            raise ArgumentTypeError(f"`runtime` must be a StreamRuntime, got {type(runtime).__name__}")
+            raise ArgumentTypeError(f"`runtime` must be a StreamRuntime or a StreamTrainer, got "
+                                    f"{type(runtime).__name__}")
         if not isinstance(key, str):
             raise ArgumentTypeError(f"`key` must be a str, got {type(key).__name__}")
         if isinstance(history, bool) or not isinstance(history, int) or history < 2:
@@ -94,7 +104,7 @@ class Dashboard:
         self.layer = layer
         self._known: dict[str, Any] = {}
         self._keys_at = float("-inf")
-        self._stats: dict[str, Any] = runtime.stats()
+        self._stats: dict[str, Any] = self._runtime_stats()
         self._rows_read = 0
         self._note: str | None = None
         self._wire()
@@ -172,12 +182,20 @@ class Dashboard:
 
     def _feed_batch(self, batch: pa.RecordBatch, key: Any, want_keys: bool) -> tuple[Any, ...]:
         """In the worker thread: feed, then pull out what the views need (``key`` None: the batch's first)."""
-        output = self.runtime.feed(batch)
+        output = self.runtime.feed(batch) if self.trainer is None else self.trainer.learn(batch)
         if key is None and batch.num_rows:
             key = batch.column(self.runtime.columns.key)[0].as_py()
         rows = None if key is None else stream_rows(self.runtime, batch, output, key)
         keys = self.runtime.keys() if want_keys else None
-        return key, rows, self.runtime.stats(), keys
+        return key, rows, self._runtime_stats(), keys
+
+    def _runtime_stats(self) -> dict[str, Any]:
+        """The runtime's counters; with a trainer, its ``batches`` and last ``loss`` (for the status line)."""
+        stats = self.runtime.stats()
+        if self.trainer is not None:
+            learned = self.trainer.stats()
+            stats.update(rows=learned["rows"], batches=learned["batches"], loss=learned["loss"])
+        return stats
 
     async def reset_job(self, which: str) -> None:
         if which == "all":
@@ -189,7 +207,7 @@ class Dashboard:
         self.history.mark_reset()
         whom = "all streams" if which == "all" else repr(self.selected)
         self._note = f"reset {whom} (at step {self.history.step})"
-        self._stats = await self.driver.in_worker(self.runtime.stats)
+        self._stats = await self.driver.in_worker(self._runtime_stats)
 
     # -- views ---------------------------------------------------------------------------------------
     async def redraw(self) -> None:

@@ -256,6 +256,8 @@ def status_html(stats: dict[str, Any], rate: float, state: str, error: str | Non
         f"<b>batches</b> {stats.get('batches', 0):,}",
         f"<span class='sl-state'>{html.escape(state)}</span>",
     ]
+    if stats.get("loss") is not None:   # a StreamTrainer's last batch
+        parts.insert(4, f"<b>loss</b> <span class='sl-loss'>{stats['loss']:.4g}</span>")
     shown = "none" if error is None else html.escape(error, quote=False)
     color = "#777777" if error is None else "#c62828"
     parts.append(f"<b>last error</b> <span class='sl-last-error' style='color:{color}'>{shown}</span>")

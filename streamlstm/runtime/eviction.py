@@ -5,12 +5,20 @@
 - ``max_streams``: while more streams are held, the least recently used (by last row) go first.
 
 The scans are numpy over the slot arrays, and are skipped while no stream can be due yet.
+
+``on_evict`` runs after the batch is committed, once per evicted stream. When it raises, the batch
+stays committed and ``feed`` still returns its output (an error there would lose the output of rows
+already counted, and a client resending the batch would apply it twice); the evicted streams stay
+evicted, the other callbacks still run, and each error is reported as an :class:`EvictionWarning`
+naming the key and the error. A callback that must not lose a stream's state should handle its own
+errors (e.g. queue the state for a retry).
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -18,7 +26,11 @@ import numpy as np
 from streamlstm.errors import ArgumentTypeError, ConfigError
 from streamlstm.runtime.store import StreamStore
 
-__all__ = ["Eviction"]
+__all__ = ["Eviction", "EvictionWarning"]
+
+
+class EvictionWarning(RuntimeWarning):
+    """An ``on_evict`` callback raised; the batch was committed and its output returned anyway."""
 
 
 class Eviction:
@@ -48,6 +60,17 @@ class Eviction:
         self._next_due: float = -np.inf   # no TTL eviction can happen before this batch number / time
         # Whether anything can ever be evicted (the settings above never change).
         self.active = self.ttl_batches is not None or self.ttl_seconds is not None or self.max_streams is not None
+
+    def notify(self, evicted: Iterable[tuple[Any, Any]]) -> None:
+        """Call ``on_evict(key, state)`` for each evicted stream; an error is a warning (see above)."""
+        if self.on_evict is None:
+            return
+        for key, state in evicted:
+            try:
+                self.on_evict(key, state)
+            except Exception as exc:  # noqa: BLE001 - the user's callback; the batch is committed already
+                warnings.warn(f"on_evict({key!r}, state) raised {type(exc).__name__}: {exc}; the stream stays "
+                              f"evicted and the batch committed", EvictionWarning, stacklevel=4)
 
     def reschedule(self) -> None:
         """Forget when the next stream can expire (streams were added with their own idle times)."""

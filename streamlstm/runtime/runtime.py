@@ -129,7 +129,9 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         max_streams (int, None): after each batch keep at most this many streams, evicting the least
             recently used first.
         on_evict (callable, None): ``on_evict(key, state)`` for each evicted stream, after the batch is
-            committed; ``state`` is as returned by :meth:`state`.
+            committed; ``state`` is as returned by :meth:`state`. If it raises, ``feed`` still returns
+            the batch's output and the error becomes an ``EvictionWarning`` (see
+            :mod:`streamlstm.runtime.eviction`).
         return_state (bool, False): add ``h_<i>`` and ``c_<i>`` columns (each LSTM cell's state after
             the row; forces step mode).
         capacity (int, 1024): initial number of stream slots; it doubles when full (unused slots cost
@@ -220,6 +222,22 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
             "max_streams": self.max_streams, "capacity": self.capacity, "key_groups": self.key_groups,
         }
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The re-entrant lock every public method holds: hold it to make several calls one step (a
+        :class:`~streamlstm.StreamTrainer` learning on this runtime's carries holds it for each window)."""
+        return self._lock
+
+    def shared_store(self, input_dim: int) -> StreamStore:
+        """The owner of every stream's carries, for a :class:`~streamlstm.StreamTrainer` that learns on
+        the carries this runtime serves; a model not built yet is built for inputs of width
+        ``input_dim``. :meth:`load_state_dict` replaces the store: ask again after it."""
+        with self._lock:
+            if self._store is None:
+                self._plan.input_dim = input_dim
+                self._make_store()
+            return self._store
+
     def _make_store(self) -> None:
         self._store, self._output = self._new_store()
 
@@ -293,7 +311,8 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         store = self._store
         parsed = self._parser.parse(batch, width=self._plan.input_dim,
                                     expected_key_kind=None if store is None else store.key_kind,
-                                    time_type=self._time_type, allow_nonfinite=self.allow_nonfinite)
+                                    time_type=self._time_type, allow_nonfinite=self.allow_nonfinite,
+                                    dtype=self._plan.dtype)
         prepared = PreparedFeed(self, self._token(), parsed)
         if parsed.num_rows == 0:
             prepared.output = _empty_output(parsed, self._columns) if self._output is None else \
@@ -432,7 +451,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
             f"time column {name!r} must increase strictly per stream: row {row} (stream "
             f"{describe_key(parsed.keys, row)}) has time {parsed.time_column[row].as_py()!r}, not after the "
             f"stream's earlier time {_as_time(previous[row], parsed.time_column.type)!r}; pass late='drop' to "
-            f"drop such rows"
+            f"drop such rows", row=row
         )
 
     def _evict(self) -> None:
@@ -448,8 +467,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         store.compact()
         for reason, count in reasons.items():
             self.counters[f"evicted_{reason}"] += count
-        for key, state in notes:
-            self._eviction.on_evict(report.python_key(key), state)
+        self._eviction.notify((report.python_key(key), state) for key, state in notes)
 
     # -- summaries -----------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from streamlstm.arrow import as_record_batch
 from streamlstm.errors import SchemaError, StreamError
@@ -91,7 +92,7 @@ def _no_nulls(array: pa.Array, name: str, keys: pa.Array | None) -> None:
     if array.null_count:
         row = int(np.flatnonzero(~np.asarray(array.is_valid().to_numpy(zero_copy_only=False)))[0])
         stream = "" if keys is None or array is keys else f" (stream {describe_key(keys, row)})"
-        raise StreamError(f"column {name!r} has a null at row {row}{stream}; nulls are not allowed")
+        raise StreamError(f"column {name!r} has a null at row {row}{stream}; nulls are not allowed", row=row)
 
 
 def _bool_column(batch: pa.RecordBatch, name: str | None, role: str, keys: pa.Array) -> np.ndarray | None:
@@ -131,7 +132,7 @@ def _fixed_size_features(array: pa.Array, name: str, width: int | None, keys: pa
     if values.null_count:
         row = int(np.flatnonzero(~values.is_valid().to_numpy(zero_copy_only=False))[0]) // size
         raise StreamError(f"column {name!r} has a null feature value at row {row} "
-                          f"(stream {describe_key(keys, row)}); nulls are not allowed")
+                          f"(stream {describe_key(keys, row)}); nulls are not allowed", row=row)
     x = values.to_numpy(zero_copy_only=True) if len(values) else np.empty(0, np.float32)
     if x.dtype == np.float16:
         x = x.astype(np.float32)
@@ -153,11 +154,39 @@ def _scalar_features(batch: pa.RecordBatch, names: tuple[str, ...], width: int |
     return np.stack(arrays, axis=1).astype(dtype, copy=False) if arrays else np.empty((batch.num_rows, 0))
 
 
-def _check_finite(x: np.ndarray, name: str, keys: pa.Array) -> None:
+def _check_finite(x: np.ndarray, name: str, keys: pa.Array, limit: float | None) -> None:
     if not _finite(x):
         row, col = (int(v[0]) for v in np.nonzero(~np.isfinite(x)))
         raise StreamError(f"column {name!r} has a non-finite value ({x[row, col]}) at row {row}, feature {col} "
-                          f"(stream {describe_key(keys, row)}); pass allow_nonfinite=True to accept NaN/Inf")
+                          f"(stream {describe_key(keys, row)}); pass allow_nonfinite=True to accept NaN/Inf",
+                          row=row)
+    if limit is not None and not _within(x, limit):
+        row, col = (int(v[0]) for v in np.nonzero(np.abs(x) > limit))
+        raise StreamError(f"column {name!r} has the value {float(x[row, col])!r} at row {row}, feature {col} (stream "
+                          f"{describe_key(keys, row)}), beyond the largest value of the model's dtype "
+                          f"({limit:.6g}): it would become inf; pass allow_nonfinite=True to accept that", row=row)
+
+
+def _limit(x: np.ndarray, dtype: Any) -> float | None:
+    """The largest magnitude ``x`` may hold to stay finite once cast to the model's ``dtype`` (None: any)."""
+    if dtype is None or x.dtype != np.float64:
+        return None
+    limit = float(torch.finfo(dtype).max) if dtype.is_floating_point else None
+    return None if limit is None or limit >= np.finfo(np.float64).max else limit
+
+
+def _within(x: np.ndarray, limit: float) -> bool:
+    flat = x.reshape(-1)
+    # x . x <= limit**2 bounds every |x_i| by limit (one BLAS call); otherwise the exact check decides.
+    return not flat.size or float(np.dot(flat, flat)) <= limit * limit or bool((np.abs(x) <= limit).all())
+
+
+def _time_checked(values: np.ndarray, name: str) -> np.ndarray:
+    if values.dtype == np.float64 and not np.isfinite(values).all():
+        row = int(np.argmax(~np.isfinite(values)))
+        raise StreamError(f"time column {name!r} has the value {float(values[row])!r} at row {row}; times must be "
+                          f"finite", row=row)
+    return values
 
 
 def time_values(array: pa.Array, name: str, expected_type: pa.DataType | None) -> np.ndarray:
@@ -166,9 +195,14 @@ def time_values(array: pa.Array, name: str, expected_type: pa.DataType | None) -
     if expected_type is not None and kind != expected_type:
         raise SchemaError(f"time column {name!r} must be {expected_type} like the earlier batches, got {kind}")
     if pa.types.is_floating(kind):
-        return array.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        return _time_checked(array.to_numpy(zero_copy_only=False).astype(np.float64, copy=False), name)
     if pa.types.is_integer(kind):
-        return array.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        values = array.to_numpy(zero_copy_only=False)
+        if values.dtype == np.uint64 and values.size and values.max() > np.iinfo(np.int64).max:
+            row = int(np.argmax(values > np.iinfo(np.int64).max))
+            raise StreamError(f"time column {name!r} has the uint64 value {int(values[row])} at row {row}, above "
+                              f"the int64 maximum; times must fit in int64", row=row)
+        return values.astype(np.int64, copy=False)
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_duration(kind):
         storage = pa.int32() if kind == pa.date32() else pa.int64()
         return array.view(storage).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
@@ -189,7 +223,7 @@ class BatchParser:
             and columns.time is None and isinstance(columns.features, str)
 
     def parse(self, batch: Any, *, width: int | None, expected_key_kind: str | None,
-              time_type: pa.DataType | None, allow_nonfinite: bool) -> ParsedBatch:
+              time_type: pa.DataType | None, allow_nonfinite: bool, dtype: Any = None) -> ParsedBatch:
         accepted, columns = self._accepted, self.columns
         simple = self._simple and type(batch) is pa.RecordBatch
         settings = (width, expected_key_kind, allow_nonfinite)
@@ -199,13 +233,14 @@ class BatchParser:
             if rows and not keys.null_count and not array.null_count:
                 values = array.values
                 if not values.null_count:   # the rows' values read straight from the buffer (no copy)
-                    size, dtype = accepted[4]
-                    x = np.frombuffer(values.buffers()[1], dtype, rows * size,
-                                      (values.offset + array.offset * size) * dtype.itemsize).reshape(rows, size)
-                    if allow_nonfinite or _finite(x):
+                    size, value_dtype = accepted[4]
+                    x = np.frombuffer(values.buffers()[1], value_dtype, rows * size,
+                                      (values.offset + array.offset * size) * value_dtype.itemsize).reshape(rows, size)
+                    limit = None if allow_nonfinite else _limit(x, dtype)
+                    if (allow_nonfinite or _finite(x)) and (limit is None or _within(x, limit)):
                         return ParsedBatch(rows, keys, x)
         parsed = parse_batch(batch, columns, width=width, expected_key_kind=expected_key_kind,
-                             time_type=time_type, allow_nonfinite=allow_nonfinite)
+                             time_type=time_type, allow_nonfinite=allow_nonfinite, dtype=dtype)
         if simple and not pa.types.is_dictionary(parsed.keys.type):
             schema = batch.schema
             features = schema.field(columns.features).type
@@ -224,8 +259,9 @@ def _finite(x: np.ndarray) -> bool:
 
 
 def parse_batch(batch: Any, columns: Columns, *, width: int | None, expected_key_kind: str | None,
-                time_type: pa.DataType | None, allow_nonfinite: bool) -> ParsedBatch:
-    """Validate ``batch`` against the contract above; raises StreamError/SchemaError, changes nothing."""
+                time_type: pa.DataType | None, allow_nonfinite: bool, dtype: Any = None) -> ParsedBatch:
+    """Validate ``batch`` against the contract above; raises StreamError/SchemaError, changes nothing.
+    ``dtype`` (the model's torch dtype) refuses float64 features that would overflow it to inf."""
     record_batch = as_record_batch(batch)
     if record_batch is None:
         raise SchemaError(f"`batch` must be a pyarrow.RecordBatch or pyarrow.Table, got {type(batch).__name__}")
@@ -239,7 +275,7 @@ def parse_batch(batch: Any, columns: Columns, *, width: int | None, expected_key
         x = _scalar_features(batch, columns.features, width, keys)
         feature_name = ", ".join(columns.features)
     if not allow_nonfinite:
-        _check_finite(x, feature_name, keys)
+        _check_finite(x, feature_name, keys, _limit(x, dtype))
     parsed = ParsedBatch(batch.num_rows, keys, x,
                          mask=_bool_column(batch, columns.mask, "mask", keys),
                          reset=_bool_column(batch, columns.reset, "reset", keys),

@@ -67,7 +67,11 @@ class ServerCheckpoints:
         stats = runtime.stats()
         self._record.batches = version
         self._record.input_rows = int(stats["rows"])
-        self._record = self._store.commit(runtime, self._record)
+        try:
+            self._record = self._store.commit(runtime, self._record)
+        except OSError as exc:   # disk full, directory removed: the previous checkpoint stays whole
+            raise CheckpointError(f"cannot write a checkpoint in {self.directory}: "
+                                  f"{exc.strerror or exc}") from exc
         self.committed_version = version
         return {"path": str(self._store.state_path(self._record)), "rows": self._record.input_rows,
                 "streams": int(stats["streams"]), "version": version,

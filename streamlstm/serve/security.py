@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -62,4 +63,33 @@ def read_tls(cert: str | os.PathLike | None, key: str | os.PathLike | None) -> t
         if b"-----BEGIN " not in data:
             raise ConfigError(f"{flag} {path} must be a PEM file, got {len(data)} bytes without a PEM header")
         pems.append(data)
+    _check_pair(cert, key, pems[0], pems[1])
     return pems[0], pems[1]
+
+
+def _check_pair(cert: Any, key: Any, cert_pem: bytes, key_pem: bytes) -> None:
+    """Name the wrong file before the server starts: a certificate that is not one, a key that is not
+    one, files swapped, or a key that does not belong to the certificate."""
+    swapped = b"PRIVATE KEY-----" in cert_pem and b"-----BEGIN CERTIFICATE-----" in key_pem
+    if swapped:
+        raise ConfigError(f"--tls-cert {cert} holds a private key and --tls-key {key} a certificate: swap them")
+    if b"-----BEGIN CERTIFICATE-----" not in cert_pem:
+        raise ConfigError(f"--tls-cert {cert} must hold a PEM certificate ('-----BEGIN CERTIFICATE-----')")
+    if b"PRIVATE KEY-----" not in key_pem:
+        raise ConfigError(f"--tls-key {key} must hold a PEM private key ('-----BEGIN ... PRIVATE KEY-----')")
+    try:
+        ssl.create_default_context().load_verify_locations(cadata=cert_pem.decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"--tls-cert {cert} is not a valid PEM certificate: {_ssl_reason(exc)}") from exc
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, ValueError) as exc:
+        if "MISMATCH" in str(exc).upper():
+            raise ConfigError(f"--tls-key {key} is not the private key of the certificate in --tls-cert "
+                              f"{cert}") from exc
+        raise ConfigError(f"--tls-key {key} is not a valid PEM private key (an encrypted key is not supported): "
+                          f"{_ssl_reason(exc)}") from exc
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", None) or exc)

@@ -19,7 +19,9 @@ import time as _time
 from pathlib import Path
 from typing import Any
 
-from streamlstm.errors import ConfigError, SourceError, StreamLSTMError
+import pyarrow as pa
+
+from streamlstm.errors import ConfigError, ServeError, SourceError, StreamLSTMError
 from streamlstm.serve.checkpoints import ServerCheckpoints
 from streamlstm.serve.security import read_tls, read_token
 from streamlstm.serve.server import StreamServer
@@ -78,11 +80,17 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
     else:
         runtime = StreamRuntime(load_model_file(model, device), device=device, **options)
     scheme = "grpc+tls" if tls else "grpc"
-    server = StreamServer(runtime, f"{scheme}://{host}:{port}", token=token, tls=tls, max_delay_ms=max_delay_ms,
-                          max_batch_rows=max_batch_rows, put_buffer_rows=put_buffer_rows,
-                          checkpoint=store.commit if store is not None else None,
-                          version=store.version if store is not None else 0)
+    try:
+        server = StreamServer(runtime, f"{scheme}://{host}:{port}", token=token, tls=tls, max_delay_ms=max_delay_ms,
+                              max_batch_rows=max_batch_rows, put_buffer_rows=put_buffer_rows,
+                              checkpoint=store.commit if store is not None else None,
+                              version=store.version if store is not None else 0)
+    except (pa.ArrowException, OSError) as exc:  # port taken, address not local, TLS refused by gRPC
+        lines = str(exc).strip().splitlines()
+        raise ServeError(f"cannot listen on {scheme}://{host}:{port}: {lines[0] if lines else exc!r}") from exc
     stop = stop if stop is not None else threading.Event()
+    # The handlers stay until the process is done: a second SIGINT/SIGTERM while stopping is ignored
+    # (the stop is already under way, bounded by _DRAIN_SECONDS + _SHUTDOWN_SECONDS).
     restore = _on_signals(stop)
     failed = True
     try:
@@ -91,8 +99,10 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
         _run_until(stop, server, store, checkpoint_every)
         failed = False
     finally:
-        restore()
-        _shut_down(server, 1 if failed else 0)
+        try:
+            _shut_down(server, 1 if failed else 0)
+        finally:
+            restore()
     return 0
 
 
@@ -121,6 +131,7 @@ def _run_until(stop: threading.Event, server: StreamServer, store: ServerCheckpo
                     server.checkpoint()
                 except (StreamLSTMError, OSError) as exc:  # keep serving; the next attempt may succeed
                     print(f"streamlstm serve: warning: checkpoint failed: {exc}", file=sys.stderr, flush=True)
+    print("streamlstm serve: stopping (answering the batches already read, then a final checkpoint)", flush=True)
     server.drain(_DRAIN_SECONDS)
     if store is not None and server.version != store.committed_version:
         server.checkpoint()

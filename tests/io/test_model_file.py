@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import streamlstm as sl
-from streamlstm.errors import ConfigError
+from streamlstm.errors import ConfigError, FileError
+from streamlstm.io.checksum import TRAILER_SIZE
 
 
 def built(layer, input_dim):
@@ -46,9 +47,10 @@ def test_float64_and_bfloat16_tensors_keep_their_dtype(tmp_path):
 
 def test_format_is_documented_arrow_with_version(tmp_path):
     sl.save_model(built(sl.LSTM(2), 2), tmp_path / "m")
-    reader = pa.ipc.open_file(str(tmp_path / "m"))
+    path = tmp_path / "m"
+    reader = pa.ipc.open_file(str(path), footer_offset=path.stat().st_size - TRAILER_SIZE)  # then the checksum
     meta = reader.schema.metadata
-    assert meta[b"streamlstm.format"] == b"model" and meta[b"streamlstm.format_version"] == b"1"
+    assert meta[b"streamlstm.format"] == b"model" and meta[b"streamlstm.format_version"] == b"2"
     assert json.loads(meta[b"streamlstm.model_config"])["class_name"] == "LSTM"
     assert reader.read_all().column("name").to_pylist() == ["cell.kernel", "cell.recurrent_kernel", "cell.bias"]
 
@@ -62,5 +64,5 @@ def test_unsupported_modules_and_files(tmp_path):
         sl.save_model(torch.nn.Sequential(sl.LSTM(2), Custom()), tmp_path / "m")
     assert not (tmp_path / "m").exists()
     (tmp_path / "junk").write_bytes(b"junk")
-    with pytest.raises(ConfigError, match="not a streamlstm model file"):
+    with pytest.raises(FileError, match="model file .*junk is not a readable Arrow IPC file"):
         sl.load_model(tmp_path / "junk")

@@ -18,7 +18,7 @@ from replay_data import (
 )
 
 import streamlstm as sl
-from streamlstm.errors import CheckpointError, ConfigError, SchemaError, SourceError
+from streamlstm.errors import CheckpointError, ConfigError, FileError, SchemaError, SourceError
 from streamlstm.io.sources import Source
 
 OPTIONS = {"time": "time", "reset": "reset", "batch_rows": 64, "progress": False}
@@ -124,7 +124,7 @@ def test_empty_input_writes_an_empty_file_with_the_output_schema(table, tmp_path
     ("width", SchemaError, "width 5 .*got 3"),
     ("column", SchemaError, "no column 'sensor'"),
     ("model", SourceError, "model file .* does not exist"),
-    ("not_a_model", SourceError, "not a streamlstm model file"),
+    ("not_a_model", FileError, "model file .*in.parquet is not a readable Arrow IPC file"),
     ("extension", SourceError, "cannot tell the output format"),
     ("resume", ConfigError, "`resume` needs the `checkpoint` directory"),
 ])

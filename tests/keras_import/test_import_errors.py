@@ -143,3 +143,37 @@ def test_weights_not_matching_the_config(tmp_path):
     path = edited_h5(tmp_path, "k2_lstm_last", lambda c: layer(c, "LSTM")["config"].update(units=6))
     with pytest.raises(KerasFileError, match=r"'lstm.*\(LSTM\): the file's weights"):
         sl.load_keras(path)
+
+
+def _point_outside(store, name: str, how: str, secret: Path) -> None:
+    """Replace dataset ``name`` by one whose bytes come from outside the file (``how``)."""
+    shape, dtype = store[name].shape, store[name].dtype
+    del store[name]
+    if how == "external storage":
+        store.create_dataset(name, shape=shape, dtype=dtype, external=[(str(secret), 0, secret.stat().st_size)])
+    elif how == "virtual dataset":
+        other = secret.with_suffix(".h5")
+        with h5py.File(other, "w") as source:
+            source.create_dataset("data", data=np.frombuffer(secret.read_bytes(), dtype).reshape(shape))
+        layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+        layout[...] = h5py.VirtualSource(str(other), "data", shape=shape)
+        store.create_virtual_dataset(name, layout)
+    else:
+        store[name] = h5py.ExternalLink(str(secret.with_suffix(".h5")), "data")
+
+
+@pytest.mark.parametrize("how", ["external storage", "virtual dataset", "external link"])
+def test_a_model_file_that_reads_other_files_is_refused(tmp_path, how):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(60, dtype="<f4").tobytes())   # what a crafted kernel would read
+    with h5py.File(secret.with_suffix(".h5"), "w") as source:
+        source.create_dataset("data", data=np.arange(60, dtype="<f4").reshape(3, 20))
+    target = tmp_path / "crafted.h5"
+    shutil.copy(FIXTURES / "k2_lstm_last.h5", target)
+    with h5py.File(target, "r+") as store:
+        _point_outside(store, "model_weights/lstm/lstm/lstm_cell/kernel:0", how, secret)
+    phrase = {"external storage": "has external storage", "virtual dataset": "is virtual",
+              "external link": "is an external link"}[how]
+    with pytest.raises(KerasFileError, match=f"reads data from outside the model file.*kernel:0.* {phrase}"):
+        sl.load_keras(target)
+    sl.load_keras(FIXTURES / "k2_lstm_last.h5")   # the fixture itself loads

@@ -11,7 +11,7 @@ import torch
 from runtime_helpers import F, lstm, make_batch, outputs, two_lstm_model
 
 import streamlstm as sl
-from streamlstm.errors import ConfigError
+from streamlstm.errors import FileError
 
 
 def batches(rng, count, key_type="int"):
@@ -64,10 +64,10 @@ def test_settings_and_time_types_survive(tmp_path):
 
 def test_load_rejects_other_files(tmp_path):
     (tmp_path / "junk").write_bytes(b"not arrow")
-    with pytest.raises(ConfigError, match="cannot read a stream runtime file"):
+    with pytest.raises(FileError, match="junk' is not a readable Arrow IPC file"):
         sl.load_runtime(tmp_path / "junk")
     sl.save_model(lstm(2), tmp_path / "model")
-    with pytest.raises(ConfigError, match="not a stream runtime file"):
+    with pytest.raises(FileError, match="is not a streamlstm stream_runtime file"):
         sl.load_runtime(tmp_path / "model")
 
 

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow.flight as flight
@@ -84,3 +85,56 @@ def test_tls_round_trip_with_a_self_signed_certificate(model_file, token_file, t
         untrusted = sl.flight.Client(server.uri, token=TOKEN, timeout=5)  # the system roots do not know it
         with pytest.raises(ServeError):
             untrusted.health()
+
+
+def test_signals_while_stopping_are_ignored_and_the_stop_ends_with_a_checkpoint(model_file, tmp_path):
+    """An idle exchange stays open (the client's feed keeps it); SIGINT, then SIGINT and SIGTERM again and
+    again until the process ends: it ends by itself, exit 0, within the bounded stop, checkpoint written."""
+    with ServerProcess(["--model", str(model_file), "--checkpoint", str(tmp_path / "ck")], tmp_path) as server:
+        server.wait_healthy()
+        client = server.client()
+        client.feed(make_batch(np.array([1, 2]), np.random.default_rng(3)))
+        server.signal(signal.SIGINT)
+        assert "stopping" in (server.next_line(30) or "")
+        started, signals = time.monotonic(), 0
+        while server.proc.poll() is None and time.monotonic() - started < 30:
+            server.signal((signal.SIGINT, signal.SIGTERM)[signals % 2])
+            signals += 1
+            try:
+                server.wait(0.2)
+            except subprocess.TimeoutExpired:
+                pass
+        assert server.wait(1) == 0, server.stderr()
+        assert time.monotonic() - started < 20 and signals >= 1
+        assert "Traceback" not in server.stderr()
+        client.close()
+    assert (tmp_path / "ck" / "checkpoint.json").is_file()
+
+
+def _write_pair(directory, name):
+    directory.mkdir(exist_ok=True)
+    return _self_signed(directory) if shutil.which("openssl") else pytest.skip("needs the openssl command")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("garbage certificate", "--tls-cert .* is not a valid PEM certificate"),
+    ("swapped", "holds a private key and --tls-key .* a certificate: swap them"),
+    ("key of another certificate", "--tls-key .*key.pem is not the private key of the certificate in --tls-cert"),
+    ("garbage key", "--tls-key .* is not a valid PEM private key"),
+])
+def test_a_wrong_tls_file_is_named_one_line_exit_2(model_file, tmp_path, capsys, case, message):
+    from streamlstm.cli import main
+
+    cert, key = _write_pair(tmp_path / "a", "a")
+    if case == "garbage certificate":
+        cert.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    elif case == "swapped":
+        cert, key = key, cert
+    elif case == "key of another certificate":
+        _, key = _write_pair(tmp_path / "b", "b")
+    else:
+        key.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    assert main(["serve", "--model", str(model_file), "--port", "0", "--tls-cert", str(cert),
+                 "--tls-key", str(key)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and __import__("re").search(message, err), err
