@@ -17,7 +17,7 @@ import torch
 from train_helpers import make_model, optimizer_state, same_optimizer_state, train_batch, weights
 
 import streamlstm as sl
-from streamlstm.errors import ConfigError, StateError
+from streamlstm.errors import ConfigError, FileError, StateError
 
 F, U, STREAMS = 3, 6, 5
 HERE = Path(__file__).resolve().parent
@@ -76,7 +76,7 @@ def test_a_trainer_file_is_a_runtime_file(tmp_path: Path) -> None:
     runtime = sl.load_runtime(tmp_path / "t.slt")
     assert sorted(runtime.keys()) == list(range(STREAMS))
     sl.save_runtime(runtime, tmp_path / "r.slr")
-    with pytest.raises(ConfigError, match="is not a trainer file"):
+    with pytest.raises(FileError, match="is not a trainer file"):
         reopen(tmp_path / "r.slr")
 
 
