@@ -37,7 +37,8 @@ class StreamTrainer:
     the loss is the mean of the per-row loss over the rows that count (real rows with a target), then
     ``loss.backward()``, optional gradient clipping, ``optimizer.step()`` (and the layers' constraints),
     ``optimizer.zero_grad()``; the final carries are committed detached, so the next window starts
-    from them without gradients. Keras's weight regularization penalties are added to the loss.
+    from them without gradients. Keras's weight regularization penalties and the layers' activity
+    penalties (see :mod:`streamlstm.train.forward`) are added to the loss.
 
     When every batch holds one window of K rows for each of the same n streams, this is exactly
     ``model.fit(x, y, batch_size=n, shuffle=False)`` on a Keras ``stateful=True`` model: the weights
@@ -243,6 +244,7 @@ class StreamTrainer:
                               f"{tuple(per_row.shape)}")
         loss = per_row.mean()
         penalties = [p for layer in self.model.modules() if isinstance(layer, Layer) for p in layer.weight_penalties()]
+        penalties += outcome.penalties
         if penalties:
             loss = loss + torch.stack([p.to(loss.dtype) for p in penalties]).sum()
         if not bool(torch.isfinite(loss)):
