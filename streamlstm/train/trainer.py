@@ -65,7 +65,9 @@ class StreamTrainer:
 
     ``trainer.runtime`` is a :class:`~streamlstm.StreamRuntime` over the same model and the same
     carries: ``trainer.runtime.feed(batch)`` predicts from where training left each stream (without
-    advancing training). Use one of the two at a time (neither waits for the other).
+    advancing training); ``learn`` holds the runtime's lock, so learning and serving exclude each other.
+    The trainer's batches are counted in :meth:`stats`, not in ``trainer.runtime.stats()``; the streams
+    it learns are stamped with the runtime's ``clock`` (its ``idle_ttl`` and LRU see them as used).
 
     Example:
         >>> import numpy as np, pyarrow as pa, torch, streamlstm as sl
@@ -147,7 +149,8 @@ class StreamTrainer:
 
     def stats(self) -> dict[str, Any]:
         """``batches``, ``rows``, ``loss_rows`` (rows that counted for the loss), ``updates``
-        (optimizer steps), ``loss`` (the last batch's) and ``streams``."""
+        (optimizer steps), ``dropped_late`` (late rows left out), ``loss`` (the last batch's) and
+        ``streams``."""
         with self._lock:
             return dict(self.counters, loss=self.last_loss, streams=len(self.runtime))
 

@@ -68,6 +68,8 @@ def test_a_late_row_rejects_the_batch_and_changes_nothing(keys, times, row, stre
 def test_late_drop_leaves_the_late_rows_out_and_counts_them():
     rng = np.random.default_rng(1)
     dropping, reference = _trainer(late="drop"), _trainer()
+    empty = dropping.learn(_batch(rng, [], []))
+    assert empty.num_rows == 0 and empty.schema.names == ["id", "t", "output", "loss"]
     first = _batch(rng, [1, 2, 1, 2], [1, 2, 3, 4])
     dropping.learn(first)
     reference.learn(first)
