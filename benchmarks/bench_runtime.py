@@ -34,6 +34,12 @@ of the previous version, beside this run's). A goals summary (met / MISSED) ends
    b. Churn: ``max_streams=100,000`` fed 10,000 new keys per batch, 1,000,000 keys in all: resident
       set once it holds 100,000 streams, after 500,000 more new keys and at the end (goal: does not
       grow, within +5%).
+8. Replay cut into batches: 10,000 streams x 100 rows, F=8, units=32, rows interleaved as recorded live
+   (row r is step r // 10,000 of stream r % 10,000), fed in auto mode in batches of 65,536 rows (the
+   default ``batch_rows`` of ``streamlstm replay``, so streams get 6 or 7 rows per batch) and of 100,000
+   rows (10 rows each), against ``torch.nn.LSTM`` on the same data as one [10000, 100, 8] tensor (goal:
+   65,536-row batches >= 90% of raw nn.LSTM rows/s). ``benchmarks/bench_replay.py`` measures the whole
+   replay command (file reading and writing included). Runs before section 7.
 """
 
 from __future__ import annotations
@@ -299,6 +305,41 @@ def latency(calls: int, mode: str, section: str) -> Section:
     return Section(title, ["contender", "median us", "p99 us", "median vs raw", "p99 vs raw"], table, figures, goals)
 
 
+def replay_batches(rounds: int) -> Section:
+    streams, steps, features, units = 10_000, 100, 8, 32
+    torch.manual_seed(0)
+    layer = sl.LSTM(units, return_sequences=True, input_shape=(None, features))
+    ref = layer.to_torch_lstm().eval()
+    x = np.random.default_rng(6).standard_normal((steps, streams, features)).astype(np.float32)
+    keys = np.tile(np.arange(streams, dtype=np.int64), steps)
+    flat = x.reshape(-1, features)
+    xt = torch.from_numpy(x.transpose(1, 0, 2).copy())
+
+    def raw() -> object:
+        with torch.no_grad():
+            return ref(xt)
+
+    def replayer(rows: int) -> Callable[[], object]:
+        cut = [pa.record_batch({"id": pa.array(keys[i:i + rows]), "x": fixed_list(flat[i:i + rows])})
+               for i in range(0, len(keys), rows)]
+
+        def run() -> object:
+            rt = sl.StreamRuntime(layer, key="id", features="x")
+            for batch in cut:
+                rt.feed(batch)
+            return rt
+        return run
+
+    baseline = "raw nn.LSTM [10000, 100, 8]"
+    default, aligned = "feed, batches of 65,536 rows", "feed, batches of 100,000 rows"
+    times = interleaved({baseline: raw, default: replayer(65_536), aligned: replayer(100_000)}, rounds, 1)
+    table, figures = rate_rows(times, streams * steps, baseline)
+    share = figures[default]["vs_raw_wall"]
+    goals = [Goal("8", "replay in 65,536-row batches >= 90% of raw nn.LSTM rows/s", f"{share:.0%}", share >= 0.90)]
+    return Section("10,000 streams x 100 rows, F=8, units=32, rows interleaved, cut into batches (rows/s; goal: "
+                   "65,536-row batches >= 90% of raw nn.LSTM)", RATE_HEADERS, table, figures, goals)
+
+
 def replay(rounds: int) -> Section:
     streams, steps = 1000, 100
     layer, rng = make_layer(), np.random.default_rng(2)
@@ -444,7 +485,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--skip-memory", action="store_true", help="skip section 7 (memory)")
-    parser.add_argument("--sections", default="1234567", help="which sections to run, e.g. 137")
+    parser.add_argument("--sections", default="12345687", help="which sections to run, e.g. 137")
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     parser.add_argument("--before", metavar="PATH",
                         help="a --json file of an earlier run (e.g. of the previous version): the goals table "
@@ -463,7 +504,7 @@ def main() -> None:
     sections: dict[str, Callable[[], Section]] = {
         "1": lambda: fleet(rounds), "2": lambda: small_fleet(rounds), "3": lambda: live_traffic(rounds),
         "4": lambda: latency(calls, "auto", "4"), "5": lambda: latency(calls, "chunk", "5"),
-        "6": lambda: replay(rounds), "7": memory}
+        "6": lambda: replay(rounds), "8": lambda: replay_batches(max(3, rounds // 3)), "7": memory}
     results: dict[str, Any] = {"machine": info, "quick": args.quick, "sections": {}, "goals": []}
     goals: list[Goal] = []
     for number, run in sections.items():

@@ -184,7 +184,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--target", default="y", metavar="COL",
                        help="target column, FixedSizeList<float>[out_dim] (default: y); or A,B for numeric columns")
     for name, meaning in (("mask", "bool: False = masked step"), ("reset", "bool: True = zero the stream first"),
-                          ("end", "bool: True = release the stream after the row")):
+                          ("end", "bool: True = release the stream after the row"),
+                          ("time", "per-stream increasing time: each stream's rows are trained in time order")):
         train.add_argument(f"--{name}", default=None, metavar="COL", help=f"{name} column ({meaning})")
     train.add_argument("--window", type=int, default=32, metavar="K", help="rows per stream per batch (default: 32)")
     train.add_argument("--epochs", type=int, default=1, metavar="E", help="passes over the data (default: 1)")
@@ -201,14 +202,14 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
                        help="batches between checkpoints (default: 50; and at each epoch end)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint DIR")
     train.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
-    train.set_defaults(handler=_run_train, time=None, mode="auto")   # runtime options train has no use for
+    train.set_defaults(handler=_run_train, mode="auto")   # a runtime option train has no use for
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from streamlstm.io import load_model, save_model
     from streamlstm.train import fit_streams
 
-    options = {name: value for name, value in _runtime_options(args).items() if name not in ("time", "mode")}
+    options = {name: value for name, value in _runtime_options(args).items() if name != "mode"}
     target = [name.strip() for name in args.target.split(",")] if "," in args.target else args.target
     trainer = fit_streams(
         load_model(args.model, device=args.device), args.input, **options, target=target, window=args.window,

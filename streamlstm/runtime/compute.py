@@ -108,8 +108,10 @@ def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayou
     x_pad = prefix.view(steps, segments, x.shape[1]).transpose(0, 1)   # time-major: the kernel's own layout
     outputs, _, final = stage.runner.run_sequences(x_pad, None, states, training=False)
     out = x.new_empty(x.shape[0], stage.units)
-    _put(out, slice(0, steps * segments) if head is None else head,
-         outputs.transpose(0, 1).reshape(steps * segments, stage.units))
+    if head is None:   # one strided copy into place (a reshape first would copy twice)
+        out[:steps * segments].view(steps, segments, stage.units).copy_(outputs.transpose(0, 1))
+    else:
+        out.index_copy_(0, head, outputs.transpose(0, 1).reshape(steps * segments, stage.units))
     final = [f.clone() for f in final]   # written in place below: never the kernel's or the slabs' memory
     for seg_ids, row_ids in layout.tail:
         segs, rows = _rows(seg_ids, x.device), _rows(row_ids, x.device)

@@ -27,6 +27,7 @@ class Outcome:
     finals: list[list[torch.Tensor]]           # per stage, flat states [keys, size]
     has_output: list[torch.Tensor | None]      # per stage [keys]; None = all True
     row_states: list[torch.Tensor] | None      # every cell's h and c after each row, input row order
+    key_order: np.ndarray | None = None        # finals[s][i] belongs to key key_order[i] (None: i)
 
 
 def _index(values: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -52,7 +53,8 @@ def _segment_slots(rows: RowPlan, key_slots: np.ndarray, order: np.ndarray | Non
                                                                                               np.ndarray | None]:
     """Per segment (in ``order``): the slot its carries come from, and whether it carries them (None:
     every segment does)."""
-    seg_slots = key_slots[rows.seg_key] if rows.proc_rows is not None else key_slots
+    one_per_key = rows.proc_rows is None or rows.num_segments == len(key_slots)   # segment k is key k's
+    seg_slots = key_slots if one_per_key else key_slots[rows.seg_key]
     carry = rows.seg_carry & (seg_slots >= 0)
     if order is not None:
         seg_slots, carry = seg_slots[order], carry[order]
@@ -61,19 +63,26 @@ def _segment_slots(rows: RowPlan, key_slots: np.ndarray, order: np.ndarray | Non
 
 def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch.device):
     """Where a stage's segments read their carries and how its rows are ordered: (seg_slots, carry,
-    perm, final_of_key, step layout, first slot when the slots are consecutive)."""
+    perm, final_of_key, step layout, first slot when the slots are consecutive, key order). The key
+    order is set when the final states come out as a permutation of the keys (step mode, one segment
+    per key): ``key_order[i]`` is the key of final ``i``, and the commit can write them as they are."""
     layout = step_layout(rows) if step else None
     seg_slots, carry = _segment_slots(rows, key_slots, None if layout is None else layout.seg_order)
+    key_order = None
     if step:
         perm = None if layout.rows is None else _index(layout.rows, device)
         final_of_key = layout.key_final
+        if final_of_key is not None and rows.num_segments == len(key_slots):
+            key_order = np.empty_like(final_of_key)
+            key_order[final_of_key] = np.arange(len(final_of_key))
     else:
         keep_order = rows.layout in ("identity", "time_major")
         perm = None if keep_order else _index(rows.proc_rows, device)
-        final_of_key = rows.key_last_seg if rows.proc_rows is not None else None
-    final_of_key = None if final_of_key is None else _index(final_of_key, device)
+        final_of_key = None if rows.num_segments == len(key_slots) else rows.key_last_seg
+    if final_of_key is not None and key_order is None:   # else made only if needed (see _run_stage)
+        final_of_key = _index(final_of_key, device)
     start = contiguous_start(seg_slots) if carry is None else None
-    return seg_slots, carry, perm, final_of_key, layout, start
+    return seg_slots, carry, perm, final_of_key, layout, start, key_order
 
 
 def _per_key(finals: list[torch.Tensor], has: torch.Tensor | None,
@@ -85,31 +94,39 @@ def _per_key(finals: list[torch.Tensor], has: torch.Tensor | None,
 
 
 def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: RowPlan, key_slots: np.ndarray,
-               h: torch.Tensor, mask: torch.Tensor | None, step: bool, record: bool, memo: dict):
-    """One recurrent stage in input row order: (outputs, finals per key, has per key, row states)."""
+               h: torch.Tensor, mask: torch.Tensor | None, step: bool, record: bool, memo: dict,
+               keep_order: bool = False):
+    """One recurrent stage in input row order: (outputs, finals, has, row states, key order): finals
+    and has per key, or with ``keep_order`` possibly in the order ``key order`` (see _arrangement)."""
     device = h.device
     arrangement = memo.get((stage.go_backwards, step))
     if arrangement is None:
         arrangement = memo[(stage.go_backwards, step)] = _arrangement(rows, key_slots, step, device)
-    seg_slots, carry, perm, final_of_key, layout, start = arrangement
+    seg_slots, carry, perm, final_of_key, layout, start, key_order = arrangement
     states, has = store.gather(number, seg_slots, carry, mask is not None, start)
     if mask is None and not record and perm is None and final_of_key is None and layout is not None \
             and len(layout.rounds) == 1:   # every stream one row, in key order: one step, nothing to reorder
         finals = cells_step(stage, h, states, None)
-        return finals[-2], finals, None, None
+        return finals[-2], finals, None, None, None
     ragged = None if step or mask is not None or rows.uniform else ragged_layout(rows)
     if ragged is not None:   # nearly equal lengths: no padding, see RaggedLayout
         result = run_stage_ragged(stage, h, ragged, states)
-        return (result.outputs, *_per_key(result.final, None, final_of_key), None)
+        return (result.outputs, *_per_key(result.final, None, final_of_key), None, None)
     h_p = h if perm is None else h.index_select(0, perm)
     m_p = mask if perm is None or mask is None else mask.index_select(0, perm)
     if step:
         result = run_stage_step(stage, h_p, layout, states, has, m_p, record=record)
     else:
         result = run_stage_chunk(stage, h_p, rows, states, has, m_p)
-    finals, has_out = _per_key(result.final, result.has_output, final_of_key)
+    if keep_order and key_order is not None:
+        finals, has_out = result.final, result.has_output
+    else:
+        if key_order is not None:   # a single-stage model keeps the order; the others gather
+            final_of_key = _index(final_of_key, device)
+        finals, has_out = _per_key(result.final, result.has_output, final_of_key)
+        key_order = None
     row_states = [_unpermute(s, perm) for s in result.row_states] if record else None
-    return _unpermute(result.outputs, perm), finals, has_out, row_states
+    return _unpermute(result.outputs, perm), finals, has_out, row_states, key_order
 
 
 def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan], key_slots: np.ndarray,
@@ -122,6 +139,8 @@ def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan],
     memo = {} if memo is None else memo
     h = x
     finals, has_out, row_states = [], [], []
+    key_order = None
+    single = len(plan.recurrent) == 1   # its finals may stay in their own order (see Outcome.key_order)
     for stage in plan.stages:
         if isinstance(stage, MaskingStage):
             mask = _masking(stage, h, mask)
@@ -129,10 +148,10 @@ def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan],
             h = stage(h)
             continue
         rows = row_plans[stage.go_backwards]
-        h, stage_finals, stage_has, states = _run_stage(stage, len(finals), store, rows, key_slots, h, mask,
-                                                        step or record, record, memo)
+        h, stage_finals, stage_has, states, key_order = _run_stage(stage, len(finals), store, rows, key_slots, h,
+                                                                   mask, step or record, record, memo, single)
         finals.append(stage_finals)
         has_out.append(stage_has)
         if record:
             row_states += states
-    return Outcome(h, finals, has_out, row_states if record else None)
+    return Outcome(h, finals, has_out, row_states if record else None, key_order)

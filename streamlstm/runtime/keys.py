@@ -1,6 +1,8 @@
 """Vectorized stream key -> slot lookup for integer and string keys.
 
-Integer keys live in two sorted numpy arrays (keys, slots) searched with ``np.searchsorted``. String
+Integer keys live in two sorted numpy arrays (keys, slots) searched with ``np.searchsorted``; while
+every key held is a small non-negative integer (below ``4 * count + 65,536``: sensor ids, row numbers)
+a dense table ``slot = table[key]`` answers lookups instead, one gather per batch. String
 keys are first hashed to 64 bits with :func:`~streamlstm.runtime.key_groups.stable_hash` (vectorized
 over the Arrow buffers; the same hash gives each stream its key group), so they go through the same
 sorted-array lookup; every
@@ -59,6 +61,7 @@ class KeyIndex:
         self._exact: dict[str, int] | None = None   # string mode after a hash collision
         self.slot_keys: np.ndarray = np.empty(0, np.int64 if kind == "int" else object)
         self._scratch = np.empty(0, np.int64)
+        self._dense: np.ndarray | None = None   # int keys: slot of each key value (-1: none); see _sync_dense
 
     def __len__(self) -> int:
         return len(self._exact) if self._exact is not None else len(self._sorted)
@@ -67,7 +70,8 @@ class KeyIndex:
     def lookup(self, keys: pa.Array) -> Lookup:
         """Resolve a (validated, null-free) key column; read-only."""
         if self.kind == "int":
-            return self._lookup_sorted(self._int_values(keys), None)
+            values = self._int_values(keys)
+            return self._lookup_sorted(values, None, self._dense_slots(values))
         if self._exact is not None:
             return self._lookup_exact(keys)
         hashes = stable_hash(keys)
@@ -89,9 +93,24 @@ class KeyIndex:
             raise StreamError(f"key {int(values[row])} at row {row} does not fit in int64")
         return values.astype(np.int64, copy=False)
 
-    def _lookup_sorted(self, values: np.ndarray, strings: pa.Array | None) -> Lookup | None:
+    def _dense_slots(self, values: np.ndarray) -> np.ndarray | None:
+        """Slots of int key ``values`` from the dense table (None: no table)."""
+        table = self._dense
+        if table is None or not len(values):
+            return None
+        if int(values.min()) >= 0 and int(values.max()) < len(table):
+            return table[values]
+        inside = (values >= 0) & (values < len(table))   # keys outside the table are not held
         slots = np.full(len(values), -1, np.int64)
-        if len(self._sorted):
+        slots[inside] = table[values[inside]]
+        return slots
+
+    def _lookup_sorted(self, values: np.ndarray, strings: pa.Array | None,
+                       slots: np.ndarray | None = None) -> Lookup | None:
+        if slots is not None:
+            found = slots >= 0
+        elif len(self._sorted):
+            slots = np.full(len(values), -1, np.int64)
             pos = np.searchsorted(self._sorted, values)
             pos[pos == len(self._sorted)] = 0
             found = self._sorted[pos] == values
@@ -99,24 +118,26 @@ class KeyIndex:
             if strings is not None and found.any() and not self._verify(strings, found, slots):
                 return None
         else:
+            slots = np.full(len(values), -1, np.int64)
             found = np.zeros(len(values), bool)
+        hashes = values if strings is not None else None
+        if found.all():   # every key held (steady traffic): group is the slots themselves
+            return Lookup(slots, slots, np.empty(0, np.int64), self._distinct(slots, None, 0), hashes)
         group = slots.copy()
-        new_rows = np.empty(0, np.int64)
-        if not found.all():
-            missing = np.flatnonzero(~found)
-            uniq, first, inverse = np.unique(values[missing], return_index=True, return_inverse=True)
-            new_rows = missing[first]
-            if strings is not None and len(uniq) < len(missing):
-                rep = pc.take(_plain_strings(strings), pa.array(new_rows[inverse]))
-                if not pc.all(pc.equal(rep, pc.take(_plain_strings(strings), pa.array(missing)))).as_py():
-                    return None
-            order = np.argsort(new_rows, kind="stable")   # number new keys by first appearance
-            rank = np.empty_like(order)
-            rank[order] = np.arange(len(order))
-            new_rows = new_rows[order]
-            group[missing] = -1 - rank[inverse.reshape(-1)]
+        missing = np.flatnonzero(~found)
+        uniq, first, inverse = np.unique(values[missing], return_index=True, return_inverse=True)
+        new_rows = missing[first]
+        if strings is not None and len(uniq) < len(missing):
+            rep = pc.take(_plain_strings(strings), pa.array(new_rows[inverse]))
+            if not pc.all(pc.equal(rep, pc.take(_plain_strings(strings), pa.array(missing)))).as_py():
+                return None
+        order = np.argsort(new_rows, kind="stable")   # number new keys by first appearance
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        new_rows = new_rows[order]
+        group[missing] = -1 - rank[inverse.reshape(-1)]
         distinct = self._distinct(slots, found, len(new_rows))
-        return Lookup(slots, group, new_rows, distinct, values if strings is not None else None)
+        return Lookup(slots, group, new_rows, distinct, hashes)
 
     def _verify(self, strings: pa.Array, found: np.ndarray, slots: np.ndarray) -> bool:
         rows = np.flatnonzero(found)
@@ -141,11 +162,14 @@ class KeyIndex:
             group[missing] = -1 - rank[inverse.reshape(-1)]
         return Lookup(slots, group, new_rows, self._distinct(slots, slots >= 0, len(new_rows)))
 
-    def _distinct(self, slots: np.ndarray, found: np.ndarray, new_keys: int) -> bool:
-        """Whether no key repeats: O(rows) with a scratch array (a later write wins on a repeat)."""
-        if new_keys != len(slots) - int(found.sum()):
+    def _distinct(self, slots: np.ndarray, found: np.ndarray | None, new_keys: int) -> bool:
+        """Whether no key repeats (``found`` None: every row's key is held): O(rows) with a scratch
+        array (a later write wins on a repeat)."""
+        if found is not None and new_keys != len(slots) - int(found.sum()):
             return False
-        known = slots[found]
+        if len(slots) - new_keys > len(self):   # more known rows than keys held: some key repeats
+            return False
+        known = slots if found is None else slots[found]
         if len(known) < 2:
             return True
         if len(self._scratch) < len(self.slot_keys):
@@ -203,6 +227,24 @@ class KeyIndex:
         at = np.searchsorted(self._sorted, values)   # merge: O(size + new log new), no full re-sort
         self._sorted = np.insert(self._sorted, at, values)
         self._sorted_slots = np.insert(self._sorted_slots, at, slots)
+        if self.kind == "int":
+            table = self._dense
+            if table is not None and values[0] >= 0 and values[-1] < len(table):
+                table[values] = slots
+            else:
+                self._sync_dense()
+
+    def _sync_dense(self) -> None:
+        """(Re)build the dense table of int keys from the sorted arrays, or drop it when the keys held
+        are not all in ``[0, 4 * count + 65,536)`` (the table then would cost more than it saves)."""
+        keys = self._sorted
+        limit = 4 * len(keys) + 65_536
+        if not len(keys) or keys[0] < 0 or keys[-1] >= limit:
+            self._dense = None
+            return
+        table = np.full(min(limit, max(2 * (int(keys[-1]) + 1), 1024)), -1, np.int64)
+        table[keys] = self._sorted_slots
+        self._dense = table
 
     def _grow_slot_keys(self, size: int) -> None:
         if size > len(self.slot_keys):
@@ -222,6 +264,10 @@ class KeyIndex:
         else:
             keep = ~np.isin(self._sorted_slots, slots)
             self._sorted, self._sorted_slots = self._sorted[keep], self._sorted_slots[keep]
+            if self._dense is not None:
+                self._dense[self.slot_keys[slots]] = -1
+                if len(self._dense) > 4 * len(self._sorted) + 65_536:
+                    self._sync_dense()
         if self.kind == "str":
             self.slot_keys[slots] = None
 
@@ -233,6 +279,8 @@ class KeyIndex:
             self._exact = {key: int(mapping[slot]) for key, slot in self._exact.items()}
         else:
             self._sorted_slots = mapping[self._sorted_slots]
+            if self._dense is not None:
+                self._sync_dense()
         moved = np.empty(capacity, self.slot_keys.dtype)
         if self.kind == "int":
             moved[:] = 0

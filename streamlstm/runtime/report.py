@@ -17,6 +17,9 @@ COUNTERS = ("rows", "batches", "streams_created", "streams_ended", "resets", "dr
             "evicted_max_streams")
 
 
+_FLOAT32 = pa.float32()
+
+
 def python_key(value: Any) -> Any:
     return int(value) if isinstance(value, np.integer) else value
 
@@ -48,8 +51,10 @@ class OutputBuilder:
         values = None if outcome is None else [outcome.outputs, *(outcome.row_states or ())]
         for index, (_, size) in enumerate(self.widths):
             data = np.zeros((0, size), np.float32) if values is None else _host(values[index])
-            if kept is None and len(data) == rows:   # the common case, without fixed_list's checks
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(data.reshape(-1)), size))
+            if kept is None and len(data) == rows:   # the common case: the array wraps ``data``, no copy
+                data = np.ascontiguousarray(data)
+                flat = pa.Array.from_buffers(_FLOAT32, data.size, [None, pa.py_buffer(data)])
+                arrays.append(pa.FixedSizeListArray.from_arrays(flat, size))
             else:
                 padded = np.zeros((rows, size), np.float32)
                 valid = np.zeros(rows, bool) if kept is None else kept

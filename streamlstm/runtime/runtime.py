@@ -20,10 +20,11 @@ from streamlstm.runtime.eviction import Eviction
 from streamlstm.runtime.execute import Outcome, execute
 from streamlstm.runtime.keys import KeyIndex, Lookup
 from streamlstm.runtime.model_plan import build_plan
-from streamlstm.runtime.schema import BatchParser, Columns, ParsedBatch, describe_key, key_kind
-from streamlstm.runtime.segments import RowPlan, late_rows, plan_rows
+from streamlstm.runtime.schema import BatchParser, Columns, ParsedBatch, key_kind
+from streamlstm.runtime.segments import RowPlan, plan_rows
 from streamlstm.runtime.store import Placement, Stamp, StreamStore
 from streamlstm.runtime.stream_state import StreamStateMixin
+from streamlstm.runtime.times import LATE_POLICIES, check_times, keep_rows
 from streamlstm.runtime.transfer import TransferMixin
 
 __all__ = ["PreparedFeed", "StreamRuntime"]
@@ -167,7 +168,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         self._parser = BatchParser(self._columns)
         if mode not in _MODES:
             raise ConfigError(f"`mode` must be one of {', '.join(_MODES)}, got {mode!r}")
-        if late not in ("raise", "drop"):
+        if late not in LATE_POLICIES:
             raise ConfigError(f"`late` must be 'raise' or 'drop', got {late!r}")
         for name, value in (("capacity", capacity), ("key_groups", key_groups)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
@@ -255,6 +256,24 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
                 widths += [(f"h_{i}", cell.units), (f"c_{i}", cell.units)]
         return store, report.OutputBuilder(self._columns.key, self._columns.time, widths)
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The ``clock`` this runtime stamps streams with (a trainer on its carries uses it too)."""
+        return self._eviction.clock
+
+    @property
+    def time_type(self) -> pa.DataType | None:
+        """The time column's Arrow type, fixed by the first batch with rows (None before, or without
+        a time column)."""
+        return self._time_type
+
+    def set_time_type(self, time_type: pa.DataType) -> None:
+        """Fix the time column's type before committing times of that type to the shared store (what
+        the first batch with rows does; a :class:`~streamlstm.StreamTrainer` does it for its batches)."""
+        with self._lock:
+            if self._time_type is None:
+                self._set_time_type(time_type)
+
     def _set_time_type(self, time_type: pa.DataType) -> None:
         self._time_type = time_type
         if self._store is not None and pa.types.is_floating(time_type):
@@ -315,15 +334,18 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
                                     dtype=self._plan.dtype)
         prepared = PreparedFeed(self, self._token(), parsed)
         if parsed.num_rows == 0:
-            prepared.output = _empty_output(parsed, self._columns) if self._output is None else \
-                self._output.build(parsed.keys, parsed.time_column, None, None)
+            output = self._output
+            if output is None:   # the model is built from the batch's declared width, as by a first row
+                self._plan.ensure_built(parsed.x.shape[1], self.device)
+                prepared.fresh = _, output = self._new_store()
+            prepared.output = output.build(parsed.keys, parsed.time_column, None, None)
             return prepared
         plan = self._batch_plan(parsed)
         if parsed.time is not None:
-            prepared.kept = kept = self._check_times(parsed, plan.placement.lookup)
-            if kept is not None:
+            prepared.kept = kept = check_times(parsed, plan.placement.lookup, store, self.late, self._columns.time)
+            if kept is not None:   # late="drop"; counted by the commit
                 prepared.dropped = int(parsed.num_rows - kept.sum())
-                parsed = _subset(parsed, kept)
+                parsed = keep_rows(parsed, kept)
                 plan = self._batch_plan(parsed) if parsed.num_rows else None
         output = self._output
         if store is None:   # the first batch builds the model; the store is installed by the commit
@@ -340,10 +362,10 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
     def _commit(self, prepared: PreparedFeed) -> pa.RecordBatch:
         prepared.state = "committed"
         full = prepared.parsed
-        if full.num_rows == 0:
-            return prepared.output
         if prepared.fresh is not None:
             self._store, self._output = prepared.fresh
+        if full.num_rows == 0:
+            return prepared.output
         if self._time_type is None and full.time_column is not None:
             self._set_time_type(full.time_column.type)
         if prepared.outcome is not None:
@@ -402,7 +424,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         last = rows.key_last_row
         stamp = Stamp(last, counters["rows"], counters["batches"] + 1, self._eviction.clock(),
                       None if parsed.time is None else parsed.time[last])
-        slots = store.commit(plan.placement, outcome.finals, outcome.has_output, stamp)
+        slots = store.commit(plan.placement, outcome.finals, outcome.has_output, stamp, outcome.key_order)
         if not plan.placement.settled:
             ends = 0 if parsed.end is None else int(parsed.end.sum())
             # Streams begin as new keys and after every end row that is not its key's last row.
@@ -430,29 +452,6 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
             x = x.pin_memory().to(self.device, non_blocking=True)
             mask = None if mask is None else mask.pin_memory().to(self.device, non_blocking=True)
         return (x if x.dtype == dtype else x.to(dtype)), mask
-
-    def _check_times(self, parsed: ParsedBatch, lookup: Lookup) -> np.ndarray | None:
-        store = self._store
-        known = lookup.slots >= 0
-        bound = np.zeros(parsed.num_rows, store.last_time.dtype if store is not None else parsed.time.dtype)
-        has_bound = np.zeros(parsed.num_rows, bool)
-        if store is not None and known.any():
-            slots = lookup.slots[known]
-            bound[known] = store.last_time[slots]
-            has_bound[known] = store.has_time[slots]
-        late, previous = late_rows(lookup.group, lookup.distinct, parsed.end, parsed.time, bound, has_bound)
-        if not late.any():
-            return None
-        if self.late == "drop":   # counted by the commit
-            return ~late
-        row = int(np.argmax(late))
-        name = self._columns.time
-        raise StreamError(
-            f"time column {name!r} must increase strictly per stream: row {row} (stream "
-            f"{describe_key(parsed.keys, row)}) has time {parsed.time_column[row].as_py()!r}, not after the "
-            f"stream's earlier time {_as_time(previous[row], parsed.time_column.type)!r}; pass late='drop' to "
-            f"drop such rows", row=row
-        )
 
     def _evict(self) -> None:
         store = self._store
@@ -506,15 +505,6 @@ def _new_lookup(keys: pa.Array, kind: str) -> Lookup:
     return KeyIndex(kind).lookup(keys)
 
 
-def _empty_output(parsed: ParsedBatch, columns: Columns) -> pa.RecordBatch:
-    arrays, names = [parsed.keys], [columns.key]
-    if columns.time is not None:
-        arrays.append(parsed.time_column)
-        names.append(columns.time)
-    output = pa.FixedSizeListArray.from_arrays(pa.array([], pa.float32()), 0)   # width unknown yet
-    return pa.RecordBatch.from_arrays(arrays + [output], names=names + ["output"])
-
-
 def _columns(key: Any, features: Any, mask: Any, reset: Any, end: Any, time: Any) -> Columns:
     for name, value in (("key", key), ("mask", mask), ("reset", reset), ("end", end), ("time", time)):
         if value is not None and not isinstance(value, str):
@@ -534,20 +524,3 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     for param in model.parameters():
         return param.device
     return torch.device("cpu")
-
-
-def _subset(parsed: ParsedBatch, keep: np.ndarray) -> ParsedBatch:
-    rows = np.flatnonzero(keep)
-    pick = (lambda a: None if a is None else a[rows])  # noqa: E731
-    return ParsedBatch(len(rows), parsed.keys.take(pa.array(rows)), parsed.x[rows], pick(parsed.mask),
-                       pick(parsed.reset), pick(parsed.end), pick(parsed.time),
-                       parsed.time_column.take(pa.array(rows)))
-
-
-def _as_time(value: Any, arrow_type: pa.DataType) -> Any:
-    storage = pa.float64() if pa.types.is_floating(arrow_type) else pa.int64()
-    scalar = pa.scalar(value.item() if hasattr(value, "item") else value, storage)
-    try:
-        return scalar.cast(arrow_type).as_py()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return scalar.as_py()

@@ -216,7 +216,8 @@ class BatchParser:
 
     def __init__(self, columns: Columns) -> None:
         self.columns = columns
-        self._accepted: tuple[pa.Schema, int, int, Any] | None = None   # schema, key, features, settings
+        # schema, key index, features index, settings, (width, value dtype)
+        self._accepted: tuple[pa.Schema, int, int, Any, Any] | None = None
         # Only batches of a key and one features column (no mask, reset, end or time) are remembered.
         self._simple = columns.mask is None and columns.reset is None and columns.end is None \
             and columns.time is None and isinstance(columns.features, str)
@@ -228,21 +229,25 @@ class BatchParser:
         settings = (width, expected_key_kind, allow_nonfinite)
         if simple and accepted is not None and accepted[3] == settings and batch.schema.equals(accepted[0]):
             keys, array = batch.column(accepted[1]), batch.column(accepted[2])
-            if not keys.null_count and not array.null_count:
-                size = array.type.list_size
-                values = array.values.slice(array.offset * size, len(array) * size)
-                if not values.null_count:
-                    x = values.to_numpy(zero_copy_only=True).reshape(len(array), size)
+            rows = len(array)
+            if rows and not keys.null_count and not array.null_count:
+                values = array.values
+                if not values.null_count:   # the rows' values read straight from the buffer (no copy)
+                    size, value_dtype = accepted[4]
+                    x = np.frombuffer(values.buffers()[1], value_dtype, rows * size,
+                                      (values.offset + array.offset * size) * value_dtype.itemsize).reshape(rows, size)
                     limit = None if allow_nonfinite else _limit(x, dtype)
-                    if x.dtype != np.float16 and (allow_nonfinite or _finite(x)) \
-                            and (limit is None or _within(x, limit)):
-                        return ParsedBatch(len(keys), keys, x)
+                    if (allow_nonfinite or _finite(x)) and (limit is None or _within(x, limit)):
+                        return ParsedBatch(rows, keys, x)
         parsed = parse_batch(batch, columns, width=width, expected_key_kind=expected_key_kind,
                              time_type=time_type, allow_nonfinite=allow_nonfinite, dtype=dtype)
         if simple and not pa.types.is_dictionary(parsed.keys.type):
             schema = batch.schema
-            self._accepted = (schema, schema.get_field_index(columns.key), schema.get_field_index(columns.features),
-                              settings)
+            features = schema.field(columns.features).type
+            if features.value_type in (pa.float32(), pa.float64()):   # float16 values are converted: no fast path
+                self._accepted = (schema, schema.get_field_index(columns.key),
+                                  schema.get_field_index(columns.features), settings,
+                                  (features.list_size, np.dtype(features.value_type.to_pandas_dtype())))
         return parsed
 
 

@@ -23,6 +23,39 @@ import numpy as np
 __all__ = ["RaggedLayout", "RowPlan", "StepLayout", "plan_rows", "ragged_layout", "step_layout"]
 
 RAGGED_ROUNDS = 2   # at most this many rows per stream beyond the shortest stream's take step mode
+_ARANGE = np.arange(1 << 16)
+_ARANGE.flags.writeable = False
+
+
+def _arange(n: int) -> np.ndarray:
+    """``np.arange(n)``, a read-only view of a shared one when short (no allocation per batch)."""
+    return _ARANGE[:n] if n <= len(_ARANGE) else np.arange(n)
+
+
+# The per-batch planning below runs on short arrays, where numpy's Python-level wrappers
+# (np.flatnonzero, np.diff, np.ones, np.cumsum, ...) cost more than the work: it calls array methods
+# and ufuncs directly.
+def _starts(flags: np.ndarray) -> np.ndarray:
+    """Positions of the True values of ``flags`` (``np.flatnonzero``)."""
+    return flags.nonzero()[0]
+
+
+def _lengths(first: np.ndarray, n: int) -> np.ndarray:
+    """Lengths of the runs starting at ``first`` (increasing) in ``0 .. n - 1``."""
+    lengths = np.empty(len(first), np.int64)
+    np.subtract(first[1:], first[:-1], out=lengths[:-1])
+    if len(first):
+        lengths[-1] = n - first[-1]
+    return lengths
+
+
+def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """bool [n]: where a run of equal values starts."""
+    start = np.empty(len(sorted_values), bool)
+    if len(start):
+        start[0] = True
+        np.not_equal(sorted_values[1:], sorted_values[:-1], out=start[1:])
+    return start
 
 
 @dataclass
@@ -51,12 +84,15 @@ class RowPlan:
 
     @property
     def max_len(self) -> int:
-        return int(self.seg_len.max()) if len(self.seg_len) else 0
+        cached = self.__dict__.get("_max_len")
+        if cached is None:
+            cached = self.__dict__["_max_len"] = int(self.seg_len.max()) if len(self.seg_len) else 0
+        return cached
 
     @property
     def uniform(self) -> bool:
         """Every segment has the same length, so the padded batch is a plain reshape."""
-        return bool(len(self.seg_len) == 0 or (self.seg_len == self.seg_len[0]).all())
+        return len(self.seg_len) == 0 or self.max_len == int(self.seg_len.min())
 
 
 @dataclass
@@ -74,7 +110,9 @@ class StepLayout:
 
 def _identity_or(values: np.ndarray, size: int) -> np.ndarray | None:
     """None when ``values`` is ``0 .. size - 1`` (a permutation that changes nothing), else ``values``."""
-    return None if len(values) == size and (values == np.arange(size)).all() else values
+    if len(values) != size or (size and values[0] != 0):   # most permutations fail at once
+        return values
+    return None if (values == _arange(size)).all() else values
 
 
 def step_layout(plan: RowPlan) -> StepLayout:
@@ -87,19 +125,24 @@ def step_layout(plan: RowPlan) -> StepLayout:
     if steps == 1:   # one round over every segment, in processing order
         layout = StepLayout(None, [segments], plan.proc_rows, _identity_or(plan.key_last_seg, segments))
     else:
-        order = np.argsort(-plan.seg_len, kind="stable")
-        ended = np.cumsum(np.bincount(plan.seg_len, minlength=steps + 1))[:steps]
+        shorter = steps - plan.seg_len   # sorted ascending = longest first (a radix sort on small ints)
+        order = (shorter.astype(np.uint16) if steps < 1 << 16 else shorter).argsort(kind="stable")
+        ended = np.bincount(plan.seg_len, minlength=steps + 1)[:steps].cumsum()
         rounds = segments - ended                      # segments longer than r, for each round r
-        offsets = np.concatenate([[0], np.cumsum(rounds)[:-1]])
+        offsets = np.zeros(steps, np.int64)
+        rounds[:-1].cumsum(out=offsets[1:])
         rank = np.empty(segments, np.int64)
-        rank[order] = np.arange(segments)
-        seg_of = np.repeat(np.arange(segments), plan.seg_len)
+        rank[order] = _arange(segments)
+        seg_of = plan.__dict__.get("_seg_of")
+        if seg_of is None:
+            seg_of = np.repeat(_arange(segments), plan.seg_len)
         pos = np.zeros(n, np.int64) if plan.pos_in_seg is None else plan.pos_in_seg
         proc_at = np.empty(n, np.int64)
-        proc_at[offsets[pos] + rank[seg_of]] = np.arange(n)
+        proc_at[offsets[pos] + rank[seg_of]] = _arange(n)
         rows = proc_at if plan.proc_rows is None else plan.proc_rows[proc_at]
-        layout = StepLayout(_identity_or(order, segments), [int(r) for r in rounds], _identity_or(rows, n),
-                            _identity_or(rank[plan.key_last_seg], segments))
+        one_per_key = segments == len(plan.key_rows)   # then key k's segment is segment k
+        layout = StepLayout(_identity_or(order, segments), rounds.tolist(), _identity_or(rows, n),
+                            _identity_or(rank if one_per_key else rank[plan.key_last_seg], segments))
     plan.__dict__["_step_layout"] = layout
     return layout
 
@@ -128,9 +171,11 @@ def ragged_layout(plan: RowPlan) -> RaggedLayout | None:
     shortest, longest = (int(plan.seg_len.min()), int(plan.seg_len.max())) if len(plan.seg_len) else (0, 0)
     if shortest >= 1 and 0 < longest - shortest <= RAGGED_ROUNDS:
         segments, n = plan.num_segments, plan.num_rows
-        seg_of = np.repeat(np.arange(segments), plan.seg_len)
+        seg_of = plan.__dict__.get("_seg_of")
+        if seg_of is None:
+            seg_of = np.repeat(_arange(segments), plan.seg_len)
         pos = np.zeros(n, np.int64) if plan.pos_in_seg is None else plan.pos_in_seg
-        rows = np.arange(n) if plan.proc_rows is None else plan.proc_rows
+        rows = _arange(n) if plan.proc_rows is None else plan.proc_rows
         head = pos < shortest
         prefix = np.empty(shortest * segments, np.int64)
         prefix[pos[head] * segments + seg_of[head]] = rows[head]
@@ -148,26 +193,33 @@ def _order_by_key(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     First-appearance order makes a batch whose rows go "step t of every stream, then step t + 1" the
     exact transpose of the padded batch (the "time_major" layout), and a batch already grouped by
-    stream the identity."""
+    stream the identity.
+
+    When the group values span a small range (slots of a batch's streams, mostly), each row is tagged
+    with its key's first row through a table indexed by value, and one stable sort of those tags
+    (a radix sort when they fit 16 bits) gives the order; otherwise two sorts do."""
     n = len(group)
-    order = np.argsort(group, kind="stable")
-    sorted_group = group[order]
-    key_start = np.ones(n, bool)
-    key_start[1:] = sorted_group[1:] != sorted_group[:-1]
-    key_first = np.flatnonzero(key_start)
-    by_appearance = np.argsort(order[key_first], kind="stable")
-    if (by_appearance == np.arange(len(key_first))).all():
-        return order, key_start
-    key_len = np.diff(np.append(key_first, n))
-    new_first = np.empty_like(key_first)
-    new_first[by_appearance] = np.cumsum(key_len[by_appearance]) - key_len[by_appearance]
-    block = np.cumsum(key_start) - 1
-    target = new_first[block] + np.arange(n) - key_first[block]
-    reordered = np.empty_like(order)
-    reordered[target] = order
-    key_start_new = np.zeros(n, bool)
-    key_start_new[new_first] = True
-    return reordered, key_start_new
+    low, high = int(group.min()), int(group.max())
+    if high - low < 4 * n + 4096:
+        first = np.empty(high - low + 1, np.int64)
+        shifted = group - low
+        first[shifted[::-1]] = _arange(n)[::-1]   # the last write wins: each value's first row
+        tag = first[shifted]
+        if n <= 1 << 16:
+            tag = tag.astype(np.uint16)
+        order = tag.argsort(kind="stable")
+        sorted_tag = tag[order]
+    else:
+        order = group.argsort(kind="stable")
+        key_start = _run_starts(group[order])
+        key_first = _starts(key_start)
+        firsts = order[key_first]
+        if (firsts[1:] > firsts[:-1]).all():   # keys already in order of first appearance
+            return order, key_start
+        tag = firsts.repeat(_lengths(key_first, n))   # each row's key's first row
+        order = order[tag.argsort(kind="stable")]
+        sorted_tag = np.sort(tag)
+    return order, _run_starts(sorted_tag)
 
 
 def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: np.ndarray | None,
@@ -222,29 +274,34 @@ def _one_segment_per_key(group: np.ndarray, backwards: bool) -> RowPlan:
     of live traffic, with half the operations of the general plan)."""
     n = len(group)
     order, key_start = _order_by_key(group)
-    seg_first = np.flatnonzero(key_start)
-    seg_len = np.diff(np.append(seg_first, n))
-    key_of_p = np.cumsum(key_start) - 1
-    pos_in_seg = np.arange(n) - seg_first[key_of_p]
+    seg_first = _starts(key_start)
+    keys = len(seg_first)
+    seg_len = _lengths(seg_first, n)
+    key_of_p = key_start.cumsum(dtype=np.int64)
+    key_of_p -= 1
+    pos_in_seg = _arange(n) - seg_first[key_of_p]
     key_of_row = np.empty(n, np.int64)
     key_of_row[order] = key_of_p
+    seg_last = seg_first + seg_len - 1
     proc_rows = order
     if backwards:   # each key's rows last to first
-        proc_rows = order[seg_first[key_of_p] + seg_len[key_of_p] - 1 - pos_in_seg]
-    keys = len(seg_len)
+        proc_rows = order[seg_last[key_of_p] - pos_in_seg]
+    per_key = _arange(keys)
     plan = RowPlan(
         num_rows=n, proc_rows=proc_rows, seg_first=seg_first, seg_len=seg_len,
-        pos_in_seg=None if keys == n else pos_in_seg, seg_carry=np.ones(keys, bool),
-        seg_key=np.arange(keys), key_rows=order[seg_first], key_last_row=order[seg_first + seg_len - 1],
-        key_last_seg=np.arange(keys), key_released=np.zeros(keys, bool), key_of_row=key_of_row,
+        pos_in_seg=None if keys == n else pos_in_seg, seg_carry=np.full(keys, True),
+        seg_key=per_key, key_rows=order[seg_first], key_last_row=order[seg_last],
+        key_last_seg=per_key, key_released=np.zeros(keys, bool), key_of_row=key_of_row,
     )
+    plan.__dict__["_seg_of"] = key_of_p   # the segment of each processing position, for step_layout
+    plan.__dict__["_max_len"] = int(seg_len.max())
     plan.layout = _layout(proc_rows, plan)
     return plan
 
 
 def _layout(proc_rows: np.ndarray, plan: RowPlan) -> str:
     n = len(proc_rows)
-    if (proc_rows == np.arange(n)).all():
+    if (proc_rows == _arange(n)).all():
         return "identity"
     if plan.uniform:
         segments, steps = plan.num_segments, plan.max_len
@@ -254,7 +311,7 @@ def _layout(proc_rows: np.ndarray, plan: RowPlan) -> str:
 
 
 def _one_row_per_key(n: int, reset: np.ndarray | None, end: np.ndarray | None) -> RowPlan:
-    rows = np.arange(n)
+    rows = _arange(n)
     return RowPlan(
         num_rows=n, proc_rows=None, seg_first=rows, seg_len=np.ones(n, np.int64), pos_in_seg=None,
         seg_carry=np.ones(n, bool) if reset is None else ~reset, seg_key=rows, key_rows=rows,

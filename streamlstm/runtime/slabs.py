@@ -27,7 +27,8 @@ def contiguous_start(slots: np.ndarray) -> int | None:
     n = len(slots)
     if n == 0 or slots[0] < 0 or slots[-1] - slots[0] != n - 1:
         return None
-    return int(slots[0]) if n == 1 or bool((np.diff(slots) == 1).all()) else None
+    # Given the span above, strictly increasing means consecutive.
+    return int(slots[0]) if n == 1 or bool((slots[1:] > slots[:-1]).all()) else None
 
 
 def _index(values: np.ndarray, device: torch.device) -> torch.Tensor:

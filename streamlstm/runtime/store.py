@@ -27,7 +27,6 @@ fewer than a quarter of the slots are live.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -80,17 +79,25 @@ class Placement:
 
     flagged: bool = False   # a commit left has_output True for every key (kept while generation is unchanged)
 
-    @cached_property
+    # Derived once, on first use (plain attributes: functools.cached_property takes a lock per read on
+    # Python 3.11, which shows at one row per feed).
+    @property
     def settled(self) -> bool:
         """Every key is held and none is released: the commit only writes carries and stamps."""
-        return bool((self.key_slots >= 0).all()) and not self.released.any()
+        value = self.__dict__.get("_settled")
+        if value is None:
+            value = self.__dict__["_settled"] = not len(self.lookup.new_rows) and bool(
+                (self.key_slots >= 0).all()) and not self.released.any()
+        return value
 
-    @cached_property
+    @property
     def start(self) -> int | None:
         """The first slot when the keys' slots are consecutive (reads and writes are then slices)."""
-        return contiguous_start(self.key_slots)
+        if "_start" not in self.__dict__:
+            self.__dict__["_start"] = contiguous_start(self.key_slots)
+        return self.__dict__["_start"]
 
-    @cached_property
+    @property
     def created(self) -> int:
         """How many keys are new."""
         return int((self.key_slots < 0).sum())
@@ -264,22 +271,24 @@ class StreamStore:
         return key_group_of_hashes(hashes, self.key_groups)
 
     def commit(self, placement: Placement, finals: list[list[torch.Tensor]],
-               has_output: list[torch.Tensor | None], stamp: Stamp) -> np.ndarray:
+               has_output: list[torch.Tensor | None], stamp: Stamp, order: np.ndarray | None = None) -> np.ndarray:
         """Write one batch's results, the single writer of a feed.
 
         Per key of the batch (see :class:`Placement`): the final carries ``finals`` (per stage, flat
         states [keys, size]) and ``has_output`` (per stage [keys] or None = all True) are stored, new
-        keys get slots, ended streams are released, and ``stamp`` is recorded. Returns the slot of
-        each key (-1 where released)."""
+        keys get slots, ended streams are released, and ``stamp`` is recorded. ``order``: row ``i`` of
+        ``finals`` and ``has_output`` belongs to key ``order[i]`` (None: key ``i``). Returns the slot
+        of each key (-1 where released)."""
         self.version += 1
         if placement.settled:   # the steady state: the same streams again
             slots = placement.key_slots
+            written, at = (slots, placement.start) if order is None else (slots[order], -1)
             flagged = True
             for stage, (states, has) in enumerate(zip(finals, has_output)):
                 if has is None and placement.flagged:   # has_output is True already (see Placement)
-                    self.slabs.write_states(stage, slots, states, placement.start)
+                    self.slabs.write_states(stage, written, states, placement.start if order is None else None)
                 else:
-                    self.slabs.write(stage, slots, states, has, placement.start)
+                    self.slabs.write(stage, written, states, has, at)
                     flagged = flagged and has is None
             placement.flagged = flagged
             start = placement.start
@@ -290,6 +299,12 @@ class StreamStore:
                     self._flush()
                 self._pending = (start, len(slots), stamp)
             return slots
+        if order is not None:   # into key order
+            back = np.empty_like(order)
+            back[order] = np.arange(len(order))
+            index = torch.as_tensor(back, device=self.slabs.device)
+            finals = [[s.index_select(0, index) for s in states] for states in finals]
+            has_output = [None if has is None else has.index_select(0, index) for has in has_output]
         released, key_slots = placement.released, placement.key_slots
         keep = ~released
         slots = key_slots.copy()

@@ -18,7 +18,7 @@ State = list[tuple[np.ndarray, np.ndarray]]
 
 
 class StreamStateMixin:
-    """``len``, ``in``, ``keys``, ``state``, ``set_state`` and ``reset`` of :class:`StreamRuntime`."""
+    """``len``, ``in``, ``keys``, ``state``, ``set_state``, ``reset`` and ``forget`` of :class:`StreamRuntime`."""
 
     def __len__(self) -> int:
         return 0 if self._store is None else len(self._store)
@@ -90,11 +90,26 @@ class StreamStateMixin:
             if keys is None:
                 self._store.zero()
                 return
-            if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
-                raise ArgumentTypeError(f"`keys` must be an iterable of keys or None, got {type(keys).__name__}")
-            slots = np.array([s for s in (self._store.find(k) for k in keys) if s >= 0], np.int64)
+            slots = self._held_slots(keys)
             if len(slots):
                 self._store.zero(slots)
+
+    def forget(self, keys: Iterable[Any] | None = None) -> int:
+        """Release ``keys`` (all streams when None): their carries, previous outputs and last times
+        are dropped, and a later row of such a key starts a new stream (as after an ``end`` row).
+        Unknown keys are ignored. Returns how many streams were released."""
+        with self._lock:
+            if self._store is None:
+                return 0
+            slots = self._store.live_slots() if keys is None else self._held_slots(keys)
+            self._store.release(slots)
+            self._store.compact()
+            return len(slots)
+
+    def _held_slots(self, keys: Any) -> np.ndarray:
+        if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+            raise ArgumentTypeError(f"`keys` must be an iterable of keys or None, got {type(keys).__name__}")
+        return np.array([s for s in (self._store.find(k) for k in keys) if s >= 0], np.int64)
 
 
 def _kind_of(key: Any, expected: str | None = None) -> str:

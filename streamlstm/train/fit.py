@@ -6,7 +6,10 @@ model for ``batch_input_shape=(n_streams, K, F)``, then per epoch ``model.reset_
 ``model.fit(x, y, batch_size=n_streams, shuffle=False, epochs=1)``. Here the rows stay keyed Arrow
 rows: batch ``b`` of an epoch holds window ``b`` (rows ``b*K .. b*K + K - 1``) of every stream long enough;
 streams that end early simply drop out of later batches, and streams of any lengths mix. Carries
-restart from zeros at each epoch start and at ``reset``/``end`` rows.
+restart from zeros at each epoch start (every stream is forgotten, its last time too) and at
+``reset``/``end`` rows. With a ``time`` column each stream's rows are taken in time order (a stable
+sort of the rows by time, so a key cut by ``end`` rows has its lives in time order too) and the
+trainer checks that times increase strictly per stream, as the runtime does.
 
 Each batch is one :meth:`StreamTrainer.learn <streamlstm.StreamTrainer.learn>`: with equal-length
 streams whose length is a multiple of K this is exactly the Keras recipe above (weights equal after
@@ -115,7 +118,8 @@ class _Checkpoint:
 def fit_streams(model: torch.nn.Module, source: Any, *, key: str = "stream_id", features: str | list[str] = "x",
                 target: str | list[str] = "y", window: int = 32, epochs: int = 1, optimizer: Any = "sgd",
                 lr: float | None = None, loss: str | Callable = "mse", mask: str | None = None,
-                reset: str | None = None, end: str | None = None, clip_grad_norm: float | None = None,
+                reset: str | None = None, end: str | None = None, time: str | None = None,
+                clip_grad_norm: float | None = None,
                 device: Any = None, progress: bool | None = None, checkpoint: Any = None,
                 checkpoint_every: int = 50, resume: bool = False,
                 on_batch: Callable[[int, int, float | None], None] | None = None) -> StreamTrainer:
@@ -127,6 +131,8 @@ def fit_streams(model: torch.nn.Module, source: Any, *, key: str = "stream_id", 
         source: what :func:`streamlstm.replay` reads (an Arrow/Parquet file, a directory or glob of them,
             a Table, ...); it is read whole.
         key, features, target, mask, reset, end, loss, clip_grad_norm, device: as for :class:`StreamTrainer`.
+        time (str, None): a time column: each stream's rows in time order, strictly increasing (see the
+            module docstring); ``late`` is "raise", so a repeated time stops the run with its error.
         window (int, 32): rows per stream per batch (Keras's timesteps K).
         epochs (int, 1): passes over the data; carries restart from zeros at each.
         optimizer ("sgd" | "adam" | Optimizer | callable, "sgd"): a name (with ``lr``, default 0.01 for
@@ -140,10 +146,13 @@ def fit_streams(model: torch.nn.Module, source: Any, *, key: str = "stream_id", 
         raise ConfigError(f"`epochs` must be a positive integer, got {epochs!r}")
     opened = open_source(source)
     names = [key, *([features] if isinstance(features, str) else features),
-             *([target] if isinstance(target, str) else target), *(c for c in (mask, reset, end) if c is not None)]
+             *([target] if isinstance(target, str) else target),
+             *(c for c in (mask, reset, end, time) if c is not None)]
     opened.require_columns(names)
     schema = pa.schema([opened.schema.field(name) for name in names])
     table = pa.Table.from_batches(list(opened.read(0, names)), schema=schema)
+    if time is not None:   # Arrow's sort is stable: rows of equal times keep their order (and are refused)
+        table = table.sort_by([(time, "ascending")])
     windows = Windows(table, key, window)
     optimizer = _optimizer_arg(optimizer, lr)
     saver, trainer = None, None
@@ -154,10 +163,10 @@ def fit_streams(model: torch.nn.Module, source: Any, *, key: str = "stream_id", 
             trainer = saver.load(optimizer, loss, device)
     if trainer is None:
         trainer = StreamTrainer(model, optimizer, loss, key=key, features=features, target=target, mask=mask,
-                                reset=reset, end=end, clip_grad_norm=clip_grad_norm, device=device)
+                                reset=reset, end=end, time=time, clip_grad_norm=clip_grad_norm, device=device)
     for epoch, index in _progress(trainer, windows, epochs, progress):
         if index == 0:
-            trainer.runtime.reset()
+            trainer.runtime.forget()
         trainer.learn(windows.batch(index))
         if on_batch is not None:
             on_batch(epoch, index, trainer.last_loss)

@@ -7,6 +7,12 @@ carries gathered from the :class:`~streamlstm.runtime.store.StreamStore` (zeros 
 new stream), with a mask for the padding and the user's mask. That is Keras's stateful call on the same
 window, so weights trained here equal Keras's. Per-step modules (Dense, Dropout, ...) run on the rows.
 
+A layer's ``activity_regularizer`` (Keras adds it to the training loss) is applied to the stage's
+outputs of the batch's rows, and divided by the number of sequences run (Keras's batch size:
+``activity_loss / tf.shape(output)[0]``); padding steps are not outputs and are not penalized, masked
+steps are (their output repeats the previous one, as in Keras's output tensor). In the Keras recipe
+(one window of K rows per stream) this is Keras's penalty exactly: ``reg(outputs [N, K, U]) / N``.
+
 Masked steps follow the runtime's rule: carries unchanged, output = the stream's previous output (its
 ``h`` once it has had a real step, even in an earlier batch; zeros before). Nothing here writes the
 store: the trainer commits the detached finals after the optimizer step.
@@ -31,6 +37,7 @@ class TrainOutcome:
     outputs: torch.Tensor                   # [n, out_dim] in input row order, with gradients
     finals: list[list[torch.Tensor]]        # per stage, flat states per key [keys, size], detached
     has_output: list[torch.Tensor]          # per stage [keys] bool
+    penalties: list[torch.Tensor]           # activity penalties (scalars, with gradients)
 
 
 def _pad(rows: RowPlan, h: torch.Tensor, mask: torch.Tensor | None):
@@ -82,7 +89,7 @@ def forward(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan],
     """Run the batch in training mode; ``row_plans[go_backwards]`` lays out the rows for the layers of
     that direction, ``key_slots`` [keys] holds each key's slot or -1 for a new key."""
     h = x
-    finals, has_out = [], []
+    finals, has_out, penalties = [], [], []
     for stage in plan.stages:
         if isinstance(stage, MaskingStage):
             real = stage.compute_mask(h)
@@ -90,8 +97,11 @@ def forward(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan],
         if not isinstance(stage, RecurrentStage):
             h = stage(h)
             continue
-        h, stage_finals, stage_has = _run_stage(stage, len(finals), store, row_plans[stage.go_backwards],
-                                                key_slots, h, mask)
+        rows = row_plans[stage.go_backwards]
+        h, stage_finals, stage_has = _run_stage(stage, len(finals), store, rows, key_slots, h, mask)
         finals.append(stage_finals)
         has_out.append(stage_has)
-    return TrainOutcome(h, finals, has_out)
+        regularizer = stage.layer.activity_regularizer
+        if regularizer is not None:
+            penalties.append(regularizer(h) / rows.num_segments)
+    return TrainOutcome(h, finals, has_out, penalties)

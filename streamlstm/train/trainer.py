@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time as _time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from streamlstm.arrow import as_record_batch, as_tensor
+from streamlstm.arrow import as_record_batch, as_tensor, fixed_list
 from streamlstm.errors import ArgumentTypeError, ConfigError, SchemaError, StreamError
 from streamlstm.layers.base import Layer, apply_constraints
 from streamlstm.runtime import StreamRuntime
@@ -18,6 +17,7 @@ from streamlstm.runtime.model_plan import build_plan
 from streamlstm.runtime.schema import BatchParser, ParsedBatch, key_kind
 from streamlstm.runtime.segments import plan_rows
 from streamlstm.runtime.store import Placement, Stamp, StreamStore
+from streamlstm.runtime.times import check_times, keep_rows
 from streamlstm.train.forward import TrainOutcome, forward
 from streamlstm.train.losses import resolve_loss
 from streamlstm.train.persist import read_trainer, write_trainer
@@ -26,7 +26,7 @@ from streamlstm.train.targets import parse_targets
 __all__ = ["StreamTrainer"]
 
 OptimizerArg = torch.optim.Optimizer | Callable[[Any], torch.optim.Optimizer]
-COUNTERS = ("batches", "rows", "loss_rows", "updates")
+COUNTERS = ("batches", "rows", "loss_rows", "updates", "dropped_late")
 
 
 class StreamTrainer:
@@ -37,7 +37,8 @@ class StreamTrainer:
     the loss is the mean of the per-row loss over the rows that count (real rows with a target), then
     ``loss.backward()``, optional gradient clipping, ``optimizer.step()`` (and the layers' constraints),
     ``optimizer.zero_grad()``; the final carries are committed detached, so the next window starts
-    from them without gradients. Keras's weight regularization penalties are added to the loss.
+    from them without gradients. Keras's weight regularization penalties and the layers' activity
+    penalties (see :mod:`streamlstm.train.forward`) are added to the loss.
 
     When every batch holds one window of K rows for each of the same n streams, this is exactly
     ``model.fit(x, y, batch_size=n, shuffle=False)`` on a Keras ``stateful=True`` model: the weights
@@ -51,7 +52,12 @@ class StreamTrainer:
             parameters and returning one (``lambda p: torch.optim.SGD(p, lr=0.1)``).
         loss (str | callable, "mse"): ``"mse"``, ``"mae"``, ``"huber"``, ``"binary_crossentropy"``
             (see :mod:`streamlstm.train.losses`) or ``loss(predictions, targets) -> [rows]``.
-        key, features, mask, reset, end: the columns, with the rules of :class:`~streamlstm.StreamRuntime`.
+        key, features, mask, reset, end, time: the columns, with the rules of :class:`~streamlstm.StreamRuntime`
+            (``time``: strictly increasing per stream across rows and batches, learned and served alike:
+            the trainer and ``trainer.runtime`` keep one time order per stream).
+        late (str, "raise"): as for :class:`~streamlstm.StreamRuntime`: "raise" rejects a batch with a
+            row at or before its stream's last time (nothing changes); "drop" leaves such rows out
+            (output and loss null, counted in ``stats()["dropped_late"]``).
         target (str | list[str], "y"): a ``FixedSizeList<float>[out_dim]`` column, or numeric columns;
             a null target row counts for the state but not for the loss.
         clip_grad_norm (float, None): clip the gradients' total norm to this before each step.
@@ -59,7 +65,9 @@ class StreamTrainer:
 
     ``trainer.runtime`` is a :class:`~streamlstm.StreamRuntime` over the same model and the same
     carries: ``trainer.runtime.feed(batch)`` predicts from where training left each stream (without
-    advancing training). Use one of the two at a time (neither waits for the other).
+    advancing training); ``learn`` holds the runtime's lock, so learning and serving exclude each other.
+    The trainer's batches are counted in :meth:`stats`, not in ``trainer.runtime.stats()``; the streams
+    it learns are stamped with the runtime's ``clock`` (its ``idle_ttl`` and LRU see them as used).
 
     Example:
         >>> import numpy as np, pyarrow as pa, torch, streamlstm as sl
@@ -75,9 +83,10 @@ class StreamTrainer:
 
     def __init__(self, model: torch.nn.Module, optimizer: OptimizerArg, loss: str | Callable = "mse", *,
                  key: str = "stream_id", features: str | list[str] = "x", target: str | list[str] = "y",
-                 mask: str | None = None, reset: str | None = None, end: str | None = None,
-                 clip_grad_norm: float | None = None, device: Any = None) -> None:
-        runtime = StreamRuntime(model, key=key, features=features, mask=mask, reset=reset, end=end, device=device)
+                 mask: str | None = None, reset: str | None = None, end: str | None = None, time: str | None = None,
+                 late: str = "raise", clip_grad_norm: float | None = None, device: Any = None) -> None:
+        runtime = StreamRuntime(model, key=key, features=features, mask=mask, reset=reset, end=end, time=time,
+                                late=late, device=device)
         self._setup(runtime, optimizer, loss, target, clip_grad_norm)
 
     def _setup(self, runtime: StreamRuntime, optimizer: OptimizerArg, loss: str | Callable,
@@ -140,7 +149,8 @@ class StreamTrainer:
 
     def stats(self) -> dict[str, Any]:
         """``batches``, ``rows``, ``loss_rows`` (rows that counted for the loss), ``updates``
-        (optimizer steps), ``loss`` (the last batch's) and ``streams``."""
+        (optimizer steps), ``dropped_late`` (late rows left out), ``loss`` (the last batch's) and
+        ``streams``."""
         with self._lock:
             return dict(self.counters, loss=self.last_loss, streams=len(self.runtime))
 
@@ -148,19 +158,19 @@ class StreamTrainer:
     def learn(self, batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
         """One truncation window over the streams in ``batch`` (see the class docstring); all or nothing.
 
-        Returns one row per input row, in input order: the key column, ``output``
-        (``FixedSizeList<float32>[out_dim]``, computed before the update: prequential) and ``loss``
-        (float32, the row's loss; null where the row does not count)."""
+        Returns one row per input row, in input order: the key column, the time column when configured,
+        ``output`` (``FixedSizeList<float32>[out_dim]``, computed before the update: prequential; null
+        for a late row dropped) and ``loss`` (float32, the row's loss; null where the row does not count)."""
         with self._lock:
             record_batch = as_record_batch(batch)
             if record_batch is None:
                 raise SchemaError(f"`batch` must be a pyarrow.RecordBatch or pyarrow.Table, got "
                                   f"{type(batch).__name__}")
             parsed = self._parser.parse(record_batch, width=self._plan.input_dim, expected_key_kind=self._key_kind(),
-                                        time_type=None, allow_nonfinite=False)
+                                        time_type=self.runtime.time_type, allow_nonfinite=False)
             store = self._ready(parsed.x.shape[1])   # an empty batch still tells the input width
             if parsed.num_rows == 0:
-                return self._output(parsed, np.zeros((0, self._plan.output_dim), np.float32), None, None)
+                return self._output(parsed, np.zeros((0, self._plan.output_dim), np.float32), None, None, None)
             y, counts = parse_targets(record_batch, self.target, self._plan.output_dim, parsed.keys)
             if parsed.mask is not None:
                 counts = counts & parsed.mask
@@ -179,9 +189,17 @@ class StreamTrainer:
         store = self.runtime.shared_store(self._plan.input_dim) if self._plan.input_dim is not None else None
         return None if store is None else store.key_kind
 
-    def _learn(self, parsed: ParsedBatch, store: StreamStore, y: np.ndarray, counts: np.ndarray) -> pa.RecordBatch:
-        kind = key_kind(parsed.keys.type)
-        lookup = store.lookup(parsed.keys, kind)
+    def _learn(self, full: ParsedBatch, store: StreamStore, y: np.ndarray, counts: np.ndarray) -> pa.RecordBatch:
+        kind = key_kind(full.keys.type)
+        lookup = store.lookup(full.keys, kind)
+        kept = None if full.time is None else check_times(full, lookup, store, self.runtime.late, self.columns.time)
+        parsed = full
+        if kept is not None:   # late="drop": the late rows are left out
+            parsed, y, counts = keep_rows(full, kept), y[kept], counts[kept]
+            if parsed.num_rows == 0:
+                self._count(full, 0, 0, None)
+                return self._output(full, np.zeros((0, self._plan.output_dim), np.float32), None, None, kept)
+            lookup = store.lookup(parsed.keys, kind)
         row_plans = {backwards: plan_rows(lookup.group, lookup.distinct, parsed.reset, parsed.end, backwards)
                      for backwards in {stage.go_backwards for stage in self._plan.recurrent}}
         rows = next(iter(row_plans.values()))
@@ -203,12 +221,17 @@ class StreamTrainer:
             model.train(training)
             self.optimizer.zero_grad(set_to_none=True)
         self._commit(store, placement, outcome, rows.key_last_row, parsed)
-        self.counters["batches"] += 1
-        self.counters["rows"] += parsed.num_rows
-        self.counters["loss_rows"] += int(counts.sum())
-        self.counters["updates"] += loss is not None
+        self._count(full, parsed.num_rows, int(counts.sum()), loss)
+        return self._output(full, outputs, row_loss, counts, kept)
+
+    def _count(self, full: ParsedBatch, computed: int, loss_rows: int, loss: torch.Tensor | None) -> None:
+        counters = self.counters
+        counters["batches"] += 1
+        counters["rows"] += full.num_rows
+        counters["dropped_late"] += full.num_rows - computed
+        counters["loss_rows"] += loss_rows
+        counters["updates"] += loss is not None
         self.last_loss = None if loss is None else float(loss.detach())
-        return self._output(parsed, outputs, row_loss, counts)
 
     def _losses(self, outcome: TrainOutcome, y: np.ndarray, counts: np.ndarray, device: torch.device,
                 dtype: torch.dtype) -> tuple[np.ndarray | None, torch.Tensor | None]:
@@ -224,6 +247,7 @@ class StreamTrainer:
                               f"{tuple(per_row.shape)}")
         loss = per_row.mean()
         penalties = [p for layer in self.model.modules() if isinstance(layer, Layer) for p in layer.weight_penalties()]
+        penalties += outcome.penalties
         if penalties:
             loss = loss + torch.stack([p.to(loss.dtype) for p in penalties]).sum()
         if not bool(torch.isfinite(loss)):
@@ -245,26 +269,48 @@ class StreamTrainer:
             # reset streams (overwritten by the commit below) tells it they are out of date.
             slots = placement.lookup.slots[parsed.reset]
             store.zero(np.unique(slots[slots >= 0]))
-        counters = self.runtime.counters
-        stamp = Stamp(last_rows, counters["rows"], counters["batches"], _time.monotonic())
+        runtime = self.runtime
+        if parsed.time_column is not None:   # before the times are stored (float times need a float store)
+            runtime.set_time_type(parsed.time_column.type)
+        # The stamps of the runtime's clock, its row and batch numbers (LRU and idle_ttl see a learned
+        # stream as used at the runtime's latest batch); the trainer's rows are counted in its own stats.
+        counters = runtime.counters
+        stamp = Stamp(last_rows, counters["rows"], counters["batches"], runtime.clock(),
+                      None if parsed.time is None else parsed.time[last_rows])
         store.commit(placement, outcome.finals, list(outcome.has_output), stamp)
 
-    def _output(self, parsed: ParsedBatch, outputs: np.ndarray, row_loss: np.ndarray | None,
-                counts: np.ndarray | None) -> pa.RecordBatch:
+    def _output(self, full: ParsedBatch, outputs: np.ndarray, row_loss: np.ndarray | None,
+                counts: np.ndarray | None, kept: np.ndarray | None) -> pa.RecordBatch:
+        """The output batch of ``full``'s rows; ``outputs``, ``row_loss`` and ``counts`` are of the rows
+        computed (``kept``, None: all), ``row_loss`` of the rows where ``counts``."""
         width = outputs.shape[1]
-        output = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(outputs).reshape(-1)), width)
-        losses = np.zeros(parsed.num_rows, np.float32)
+        losses, scored = np.zeros(len(outputs), np.float32), np.zeros(len(outputs), bool)
         if row_loss is not None:
-            losses[counts] = row_loss
-        valid = np.zeros(parsed.num_rows, bool) if counts is None or row_loss is None else counts
-        loss = pa.array(losses, pa.float32(), mask=~valid)
-        return pa.RecordBatch.from_arrays([parsed.keys, output, loss], names=[self.columns.key, "output", "loss"])
+            losses[counts], scored = row_loss, counts
+        if kept is None:
+            output = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(outputs).reshape(-1)), width)
+        else:
+            output = fixed_list(_spread(outputs, kept), kept)
+            losses, scored = _spread(losses, kept), _spread(scored, kept)
+        loss = pa.array(losses, pa.float32(), mask=~scored)
+        columns, names = [full.keys], [self.columns.key]
+        if self.columns.time is not None:
+            columns.append(full.time_column)
+            names.append(self.columns.time)
+        return pa.RecordBatch.from_arrays([*columns, output, loss], names=[*names, "output", "loss"])
 
     def __repr__(self) -> str:
         stats = self.stats()
         return (f"StreamTrainer(key={self.columns.key!r}, features={self.columns.features!r}, "
                 f"target={self.target!r}, loss={self.loss_name or 'custom'!r}, batches={stats['batches']}, "
                 f"updates={stats['updates']}, streams={stats['streams']}, loss={stats['loss']})")
+
+
+def _spread(values: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """``values`` of the kept rows placed at their rows among all (zeros elsewhere)."""
+    every = np.zeros((len(kept), *values.shape[1:]), values.dtype)
+    every[kept] = values
+    return every
 
 
 def _target(target: Any, columns: Any) -> str | tuple[str, ...]:
@@ -275,7 +321,7 @@ def _target(target: Any, columns: Any) -> str | tuple[str, ...]:
     else:
         raise ArgumentTypeError(f"`target` must be a column name or a non-empty list of names, got {target!r}")
     features = (columns.features,) if isinstance(columns.features, str) else columns.features
-    used = {columns.key, *features, columns.mask, columns.reset, columns.end, "output", "loss"}
+    used = {columns.key, *features, columns.mask, columns.reset, columns.end, columns.time, "output", "loss"}
     clash = [name for name in names if name in used]
     if clash or len(set(names)) != len(names):
         raise ConfigError(f"`target` columns must be distinct from each other, the other columns, 'output' and "

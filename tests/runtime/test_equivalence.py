@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from runtime_helpers import F, feed_all, lstm, make_batch, outputs, reference, two_lstm_model
@@ -72,6 +73,20 @@ def test_unbuilt_model_is_built_by_the_first_batch(rng):
     rt = sl.StreamRuntime(model, key="id", features="x")
     keys, x, *_ = random_rows(rng, 30, 3, flags=False)
     got = feed_all(rt, keys, x, [10])
+    np.testing.assert_allclose(got, reference(model, keys, x, None, None, None), rtol=1e-5, atol=1e-6)
+
+
+def test_an_empty_first_batch_builds_the_model_from_its_declared_width(rng):
+    # pyarrow cannot make a FixedSizeList of width 0, so the output's width must be the model's.
+    model = torch.nn.Sequential(sl.LSTM(4, return_sequences=True), torch.nn.Linear(4, 2))
+    rt = sl.StreamRuntime(model, key="id", features="x", time="t")
+    x = pa.FixedSizeListArray.from_arrays(pa.array([], pa.float32()), 3)
+    empty = rt.feed(pa.record_batch({"id": pa.array([], pa.int64()), "x": x, "t": pa.array([], pa.int64())}))
+    assert empty.num_rows == 0 and empty.schema.names == ["id", "t", "output"]
+    assert empty.schema.field("output").type == pa.list_(pa.float32(), 2)
+    assert len(rt) == 0 and rt.stats()["batches"] == 0
+    keys, x, *_ = random_rows(rng, 30, 3, flags=False)
+    got = outputs(rt.feed(make_batch(keys, x, time=np.arange(30))))
     np.testing.assert_allclose(got, reference(model, keys, x, None, None, None), rtol=1e-5, atol=1e-6)
 
 

@@ -48,3 +48,32 @@ def test_hash_collisions_fall_back_to_an_exact_map(rng, monkeypatch):
     assert all(f"stream-{k}" in rt for k in np.unique(keys))   # found by the exact map, not the hash
     np.testing.assert_allclose(got, reference(layer, keys, x, None, None, None), rtol=1e-5, atol=1e-6)
     assert sorted(rt.keys()) == sorted(f"stream-{k}" for k in np.unique(keys))
+
+
+def test_int_lookups_agree_with_a_dict_whatever_the_key_range(rng):
+    """Small non-negative keys are answered by a dense table, others by the sorted arrays; the index
+    switches between them as keys arrive and leave (and slots move in a compaction): every lookup
+    must match a plain dict."""
+    index, model = KeyIndex("int"), {}
+    small, huge, negative, wide = (0, 50), (10**12, 10**12 + 40), (-20, 30), (0, 200_000)
+    ranges = [small] * 4 + [huge] + [small] * 3 + [negative] + [small] * 3 + [wide] + [small] * 3
+    for round_, (low, high) in enumerate(ranges):
+        keys = pa.array(rng.integers(low, high, 40))
+        found = index.lookup(keys)
+        assert found.slots.tolist() == [model.get(k, -1) for k in keys.to_pylist()], f"round {round_}"
+        assert found.distinct == (len(set(keys.to_pylist())) == len(keys))
+        new_keys = [keys[int(r)].as_py() for r in found.new_rows]
+        free = sorted(set(range(len(model) + len(new_keys))) - set(model.values()))[:len(new_keys)]
+        index.insert(keys, found.new_rows, np.array(free, np.int64), found)
+        model.update(zip(new_keys, free))
+        if round_ % 2:   # streams leave: a third at random, and every key outside [0, 1000)
+            gone = {s for k, s in model.items() if not 0 <= k < 1000}
+            gone |= set(rng.choice(sorted(model.values()), size=len(model) // 3, replace=False).tolist())
+            index.remove(np.array(sorted(gone), np.int64))
+            model = {k: s for k, s in model.items() if s not in gone}
+        if round_ % 4 == 3:   # a compaction renumbers the slots
+            order = np.array(sorted(model.values()), np.int64)
+            index.move(order, 2 * max(len(order), 1))
+            renumber = {int(old): new for new, old in enumerate(order)}
+            model = {k: renumber[s] for k, s in model.items()}
+        assert len(index) == len(model)

@@ -9,7 +9,7 @@ import torch
 from runtime_helpers import F, fixed_list, lstm, make_batch, outputs, reference, two_lstm_model
 
 import streamlstm as sl
-from streamlstm.errors import ShapeError, StateError
+from streamlstm.errors import ArgumentTypeError, ShapeError, StateError, StreamError
 
 
 def test_state_set_state_and_reset():
@@ -35,6 +35,21 @@ def test_state_set_state_and_reset():
         rt.state(42)
     with pytest.raises(ShapeError, match=r"states\[1\]` h must have shape \(4,\)"):
         rt.set_state(1, [state[0], (np.zeros(5), np.zeros(4))])
+
+
+def test_forget_releases_streams_with_their_last_time():
+    rt = sl.StreamRuntime(two_lstm_model(), key="id", features="x", time="t")
+    x = np.random.default_rng(1).normal(size=(3, F))
+    fresh = outputs(rt.feed(make_batch([1, 2, 3], x, time=[5, 5, 5])))
+    assert rt.forget([2, 99]) == 1 and sorted(rt.keys()) == [1, 3]
+    with pytest.raises(StreamError, match=r"row 0 \(stream 1\) has time 4, not after"):
+        rt.feed(make_batch([1, 2], x[:2], time=[4, 4]))
+    again = outputs(rt.feed(make_batch([2], x[1:2], time=[4])))   # a new stream: from zeros, any time
+    np.testing.assert_array_equal(again[0], fresh[1])
+    with pytest.raises(ArgumentTypeError, match="`keys` must be an iterable of keys or None, got str"):
+        rt.forget("1")
+    assert rt.forget() == 3 and len(rt) == 0
+    np.testing.assert_array_equal(outputs(rt.feed(make_batch([1, 2, 3], x, time=[0, 0, 0]))), fresh)
 
 
 def test_set_state_then_masked_rows_output_zeros_like_keras():

@@ -47,6 +47,22 @@ def test_train_writes_the_model_fit_streams_trains(tmp_path: Path) -> None:
     assert not np.array_equal(got["1.weight"], weights(sl.load_model(model))["1.weight"])
 
 
+@pytest.mark.slow
+def test_train_time_trains_each_streams_rows_in_time_order(tmp_path: Path) -> None:
+    data, model = _files(tmp_path)
+    table = pq.read_table(data)
+    rng = np.random.default_rng(6)
+    table = table.append_column("t", pa.array(rng.permutation(table.num_rows) * 1.5))   # rows not in time order
+    pq.write_table(table, data)
+    result = _train(str(data), "--model", str(model), "--out", str(tmp_path / "out.slm"), "--key", "sensor",
+                    "--time", "t", "--window", "4", "--quiet")
+    assert result.returncode == 0, result.stderr
+    expected = sl.fit_streams(sl.load_model(model), table.sort_by("t"), key="sensor", window=4, progress=False)
+    got, want = weights(sl.load_model(tmp_path / "out.slm")), weights(expected.model)
+    for name in got:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
 def test_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
     data, model = _files(tmp_path)
     result = _train(str(data), "--model", str(model), "--out", str(tmp_path / "out.slm"), "--key", "sensor",

@@ -13,7 +13,7 @@ import torch
 from train_helpers import fixed_list, make_model, weights
 
 import streamlstm as sl
-from streamlstm.errors import CheckpointError
+from streamlstm.errors import CheckpointError, StreamError
 from streamlstm.train.fit import Windows
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "keras_training_golden"
@@ -38,19 +38,75 @@ def test_fit_streams_on_a_file_equals_keras_stateful_fit(tmp_path: Path, name: s
     table = _series_table(arrays["series_x"], arrays["series_y"], arrays["real"], np.random.default_rng(1))
     with pa.ipc.new_file(path, table.schema) as writer:
         writer.write_table(table, max_chunksize=7)
+    model, sgd = _golden_model(meta, arrays)
+    trainer = sl.fit_streams(model, path, key="id", features="x", target="y", mask="real", window=meta["K"],
+                             optimizer=sgd, progress=False)
+    assert trainer.stats()["batches"] == meta["batches"]
+    _assert_keras_weights(model, meta, arrays)
+
+
+def _golden_model(meta: dict, arrays: dict) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     model = make_model(meta["F"], meta["U"])
     model[0].set_weights([arrays["w0_0"], arrays["w0_1"], arrays["w0_2"]])
     with torch.no_grad():
         model[1].weight.copy_(torch.from_numpy(arrays["w0_3"].T))
         model[1].bias.copy_(torch.from_numpy(arrays["w0_4"]))
     opt = meta["optimizer"]
-    sgd = torch.optim.SGD(model.parameters(), lr=opt["learning_rate"], momentum=opt["momentum"])
-    trainer = sl.fit_streams(model, path, key="id", features="x", target="y", mask="real", window=meta["K"],
-                             optimizer=sgd, progress=False)
-    assert trainer.stats()["batches"] == meta["batches"]
+    return model, torch.optim.SGD(model.parameters(), lr=opt["learning_rate"], momentum=opt["momentum"])
+
+
+def _assert_keras_weights(model: torch.nn.Module, meta: dict, arrays: dict) -> None:
     got = [*model[0].get_weights(), model[1].weight.detach().numpy().T, model[1].bias.detach().numpy()]
     for i, value in enumerate(got):
         np.testing.assert_allclose(value, arrays[f"w{meta['batches']}_{i}"], rtol=1e-5, atol=2e-6)
+
+
+def _timed_table(arrays: dict, rng: np.random.Generator) -> pa.Table:
+    """Every row of every stream (key 10 + j) in random order, with its step as a timestamp ``t``."""
+    x, y = arrays["series_x"], arrays["series_y"]
+    streams, steps = x.shape[:2]
+    order = rng.permutation(streams * steps)
+    keys, step = np.repeat(np.arange(streams), steps)[order], np.tile(np.arange(steps), streams)[order]
+    return pa.table({"id": pa.array(10 + keys), "x": fixed_list(x.reshape(-1, x.shape[2])[order]),
+                     "y": fixed_list(y.reshape(-1, 1)[order]),
+                     "t": pa.array(1_700_000_000_000 + 250 * step, pa.timestamp("ms"))})
+
+
+def test_fit_streams_with_time_takes_each_streams_rows_in_time_order() -> None:
+    meta = json.loads((GOLDEN / "sgd.json").read_text())
+    with np.load(GOLDEN / "sgd.npz") as data:
+        arrays = {key: data[key] for key in data.files}
+    table = _timed_table(arrays, np.random.default_rng(2))
+    model, sgd = _golden_model(meta, arrays)
+    trainer = sl.fit_streams(model, table, key="id", features="x", target="y", time="t", window=meta["K"],
+                             optimizer=sgd, progress=False)
+    _assert_keras_weights(model, meta, arrays)
+    last = max(table.column("t").to_pylist())
+    assert trainer.runtime.export_streams().column("last_time").to_pylist() == [last] * 4
+
+    # More epochs: each starts the streams over, their times too; the same as the rows already in order.
+    in_order = table.sort_by([("t", "ascending")]).drop_columns(["t"])
+    runs = []
+    for source, time in ((table, "t"), (in_order, None)):
+        model, _ = _golden_model(meta, arrays)
+        sl.fit_streams(model, source, key="id", features="x", target="y", time=time, window=3, epochs=3,
+                       optimizer="sgd", lr=0.1, progress=False)
+        runs.append(weights(model))
+    for name, value in runs[0].items():
+        np.testing.assert_array_equal(value, runs[1][name], err_msg=name)
+
+
+def test_fit_streams_refuses_a_repeated_time() -> None:
+    with np.load(GOLDEN / "sgd.npz") as data:
+        arrays = {key: data[key] for key in data.files}
+    table = _timed_table(arrays, np.random.default_rng(3))
+    times = table.column("t").to_pylist()
+    twin = next(i for i in range(1, len(times)) if table.column("id")[i] == table.column("id")[0])
+    times[twin] = times[0]
+    table = table.set_column(3, "t", pa.array(times, pa.timestamp("ms")))
+    with pytest.raises(StreamError, match="time column 't' must increase strictly per stream"):
+        sl.fit_streams(make_model(3, 8), table, key="id", features="x", target="y", time="t", window=4,
+                       progress=False)
 
 
 def test_windows_hold_window_b_of_every_stream_long_enough() -> None:

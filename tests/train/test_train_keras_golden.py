@@ -32,6 +32,8 @@ def _torch_weights(model: torch.nn.Sequential) -> list[np.ndarray]:
 
 def _trainer(meta: dict, arrays: dict[str, np.ndarray]) -> sl.StreamTrainer:
     model = make_model(meta["F"], meta["U"])
+    if "activity" in meta:   # Keras adds reg(outputs) / batch size to each batch's loss
+        model[0].activity_regularizer = sl.layers.regularizers.L1L2(**meta["activity"])
     model[0].set_weights([arrays["w0_0"], arrays["w0_1"], arrays["w0_2"]])
     with torch.no_grad():
         model[1].weight.copy_(torch.from_numpy(arrays["w0_3"].T))
@@ -66,4 +68,5 @@ def test_weights_and_carries_after_every_batch_equal_keras(name: str, order: str
 
 
 def test_the_golden_cases_are_there() -> None:
-    assert {"sgd", "sgd_momentum", "sgd_masked", "sgd_momentum_masked"} <= set(CASES)
+    assert {"sgd", "sgd_momentum", "sgd_masked", "sgd_momentum_masked", "sgd_activity",
+            "sgd_momentum_activity_masked"} <= set(CASES)
