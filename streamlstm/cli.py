@@ -51,8 +51,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    """The StreamRuntime options every command that feeds a runtime takes (read by _runtime_options)."""
+def _add_column_options(parser: argparse.ArgumentParser,
+                        time_help: str = "per-stream increasing time, copied to the output") -> None:
+    """The column options of a StreamRuntime (read by _column_options)."""
     parser.add_argument("--key", default="stream_id", help="stream key column (default: stream_id)")
     features = parser.add_mutually_exclusive_group()
     features.add_argument("--features", default=None, metavar="COL",
@@ -60,9 +61,13 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     features.add_argument("--feature-columns", default=None, metavar="A,B,C",
                           help="numeric scalar feature columns, comma-separated")
     for name, meaning in (("mask", "bool: False = masked step"), ("reset", "bool: True = zero the stream first"),
-                          ("end", "bool: True = release the stream after the row"),
-                          ("time", "per-stream increasing time, copied to the output")):
+                          ("end", "bool: True = release the stream after the row"), ("time", time_help)):
         parser.add_argument(f"--{name}", default=None, metavar="COL", help=f"{name} column ({meaning})")
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """The StreamRuntime options every command that feeds a runtime takes (read by _runtime_options)."""
+    _add_column_options(parser)
     parser.add_argument("--mode", choices=("auto", "chunk", "step"), default="auto",
                         help="runtime mode (default: auto)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
@@ -75,13 +80,17 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
                         help="CPUs Ray reserves for each shard actor (default: 1; fractions allowed)")
 
 
-def _runtime_options(args: argparse.Namespace) -> dict:
+def _column_options(args: argparse.Namespace) -> dict:
     if args.feature_columns is not None:
         features: str | list[str] = [name.strip() for name in args.feature_columns.split(",") if name.strip()]
     else:
         features = args.features or "x"
     return {"key": args.key, "features": features, "mask": args.mask, "reset": args.reset, "end": args.end,
-            "time": args.time, "mode": args.mode, "device": args.device, "shards": args.shards,
+            "time": args.time}
+
+
+def _runtime_options(args: argparse.Namespace) -> dict:
+    return {**_column_options(args), "mode": args.mode, "device": args.device, "shards": args.shards,
             "ray_address": args.ray_address, "cpus_per_shard": args.cpus_per_shard}
 
 
@@ -175,18 +184,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("input", metavar="INPUT", help="Arrow IPC file, Parquet file, or a directory or glob of them")
     train.add_argument("--model", required=True, help=_MODEL_HELP + " (the starting weights)")
     train.add_argument("--out", required=True, help="the trained model file to write (streamlstm.save_model)")
-    train.add_argument("--key", default="stream_id", help="stream key column (default: stream_id)")
-    features = train.add_mutually_exclusive_group()
-    features.add_argument("--features", default=None, metavar="COL",
-                          help="one FixedSizeList<float>[F] features column (default: x)")
-    features.add_argument("--feature-columns", default=None, metavar="A,B,C",
-                          help="numeric scalar feature columns, comma-separated")
+    _add_column_options(train, "per-stream increasing time: each stream's rows are trained in time order")
     train.add_argument("--target", default="y", metavar="COL",
                        help="target column, FixedSizeList<float>[out_dim] (default: y); or A,B for numeric columns")
-    for name, meaning in (("mask", "bool: False = masked step"), ("reset", "bool: True = zero the stream first"),
-                          ("end", "bool: True = release the stream after the row"),
-                          ("time", "per-stream increasing time: each stream's rows are trained in time order")):
-        train.add_argument(f"--{name}", default=None, metavar="COL", help=f"{name} column ({meaning})")
     train.add_argument("--window", type=int, default=32, metavar="K", help="rows per stream per batch (default: 32)")
     train.add_argument("--epochs", type=int, default=1, metavar="E", help="passes over the data (default: 1)")
     train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="optimizer (default: sgd)")
@@ -202,14 +202,14 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
                        help="batches between checkpoints (default: 50; and at each epoch end)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint DIR")
     train.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
-    train.set_defaults(handler=_run_train, mode="auto")   # a runtime option train has no use for
+    train.set_defaults(handler=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from streamlstm.io import load_model, save_model
     from streamlstm.train import fit_streams
 
-    options = {name: value for name, value in _runtime_options(args).items() if name != "mode"}
+    options = {**_column_options(args), "device": args.device}
     target = [name.strip() for name in args.target.split(",")] if "," in args.target else args.target
     trainer = fit_streams(
         load_model(args.model, device=args.device), args.input, **options, target=target, window=args.window,
