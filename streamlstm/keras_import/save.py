@@ -28,6 +28,7 @@ from streamlstm.keras_import.modules import (
     KerasTimeDistributed,
 )
 from streamlstm.layers import activations
+from streamlstm.layers.base import snake_case
 from streamlstm.layers.lstm import LSTM
 from streamlstm.layers.rnn import RNN
 from streamlstm.layers.stacked_rnn_cells import StackedRNNCells
@@ -58,7 +59,7 @@ def save_keras(model: torch.nn.Module, path: str | Path) -> None:
     entries, weights, used = [], {}, {}
     for layer in layers:
         class_name, config = _layer_config(layer)
-        base = _unique(_snake(class_name), used)
+        base = _unique(snake_case(class_name), used)
         entries.append({"module": "keras.layers", "class_name": class_name, "config": dict(config, name=base),
                         "registered_name": None})
         _layer_weights(layer, f"layers/{base}", weights)
@@ -78,12 +79,6 @@ def save_keras(model: torch.nn.Module, path: str | Path) -> None:
         archive.writestr("metadata.json", json.dumps(metadata))
         archive.writestr("config.json", json.dumps(config))
         archive.writestr("model.weights.h5", _weights_file(weights))
-
-
-def _snake(class_name: str) -> str:
-    from streamlstm.keras_import.convert import snake_case
-
-    return snake_case(class_name)
 
 
 def _unique(base: str, used: dict[str, int]) -> str:
