@@ -56,7 +56,7 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", default="stream_id", help="stream key column (default: stream_id)")
     features = parser.add_mutually_exclusive_group()
     features.add_argument("--features", default=None, metavar="COL",
-                          help="one FixedSizeList<float>[F] features column (default: x)")
+                          help="one FixedSizeList<float>[F] (or List<float> of F per row) features column (default: x)")
     features.add_argument("--feature-columns", default=None, metavar="A,B,C",
                           help="numeric scalar feature columns, comma-separated")
     for name, meaning in (("mask", "bool: False = masked step"), ("reset", "bool: True = zero the stream first"),
