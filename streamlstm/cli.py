@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keras-exact LSTM layers on PyTorch, run over live Apache Arrow streams.",
         epilog="Exit codes: 0 success, 2 bad usage or input. Run 'streamlstm COMMAND --help' for a command's options.",
     )
+    from streamlstm import __version__
+
+    parser.add_argument("--version", action="version", version=f"streamlstm {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_demo(commands)
     _add_replay(commands)
