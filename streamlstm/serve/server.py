@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -19,6 +21,29 @@ from streamlstm.serve.security import BearerTokenAuth
 __all__ = ["StreamServer"]
 
 _SHUTTING_DOWN = "the server is shutting down; the batch was not applied: send it again after the restart"
+
+
+def check_can_listen(location: str) -> None:
+    """Refuse, in one line, a fixed port that something already listens on (gRPC would only log it).
+
+    The probe binds with ``SO_REUSEADDR``, as servers do, so a port in TIME_WAIT is not mistaken for a used one.
+    """
+    parts = urlsplit(location)
+    if not parts.port:
+        return
+    host = parts.hostname or "127.0.0.1"
+    try:
+        infos = socket.getaddrinfo(host, parts.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {location}: unknown host {host!r} ({exc})") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {location}: {exc.strerror or exc} (another server uses the port? "
+                              f"pick another --port, or 0 for any free one)") from exc
 
 
 class _Gate:
@@ -77,8 +102,12 @@ class StreamServer(flight.FlightServerBase):
             raise ConfigError(f"`max_batch_rows` must be a positive integer, got {max_batch_rows!r}")
         if put_buffer_rows < 0:
             raise ConfigError(f"`put_buffer_rows` must be >= 0, got {put_buffer_rows!r}")
-        super().__init__(location, tls_certificates=[flight.CertKeyPair(*tls)] if tls else None,
-                         middleware={"auth": BearerTokenAuth(token)} if token else None)
+        check_can_listen(location)
+        try:
+            super().__init__(location, tls_certificates=[flight.CertKeyPair(*tls)] if tls else None,
+                             middleware={"auth": BearerTokenAuth(token)} if token else None)
+        except pa.ArrowException as exc:   # gRPC says only "Server did not start properly"
+            raise ConfigError(f"cannot listen on {location}: {exc}") from exc
         self.runtime = runtime
         self.version = version
         self._state = threading.Lock()  # a fed round, a reset and a checkpoint exclude each other
