@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import torch
 
 from streamlstm.errors import ArgumentTypeError, ConfigError, FileError
 from streamlstm.io.checksum import decoding, load_ipc, seal
+from streamlstm.io.paths import require_directory
 from streamlstm.keras_import.config import MODEL_CLASS, model_config, model_from_config
 from streamlstm.keras_import.files import is_keras_signature
 from streamlstm.keras_import.modules import KerasModel
@@ -198,9 +199,13 @@ def model_from_bytes(data: bytes, device: Any = None, *, name: str = "the model 
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | Any) -> None:
-    """Write ``data`` (bytes, or a callable taking a binary file) to ``path`` via a temp file + rename."""
-    target = Path(path)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    """Write ``data`` (bytes, or a callable taking a binary file) to ``path`` via a temp file + rename.
+
+    The directory must exist (:mod:`streamlstm.io.paths`). The file gets the mode any new file gets
+    under the process umask (``mkstemp``'s 0600 would make saved models private by accident)."""
+    target = require_directory(path)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(handle, "wb") as sink:
             if isinstance(data, (bytes, bytearray)):

@@ -47,6 +47,7 @@ import torch
 from streamlstm.errors import ConfigError, FileError, KerasImportError, SourceError, StreamError, StreamLSTMError
 from streamlstm.io.checkpoint import Checkpoint, CheckpointRecord
 from streamlstm.io.checksum import fingerprint as file_fingerprint
+from streamlstm.io.paths import require_directory
 from streamlstm.io.runtime_file import load_runtime
 from streamlstm.io.sinks import FileSink, ResumableArrowSink, output_format, partial_path
 from streamlstm.io.sources import Source, open_source
@@ -276,6 +277,7 @@ def replay_to_file(source: Any, model: Any, out: str | os.PathLike, *, format: s
         raise ConfigError("`resume` needs the `checkpoint` directory of the run to resume (--checkpoint DIR)")
     if out.is_dir() or partial_path(out).is_dir():
         raise SourceError(f"output {out if out.is_dir() else partial_path(out)} is a directory; name a file")
+    require_directory(out, "output")
     # Without checkpoints a lost shard cannot be restarted anyway: keep no log of the input in memory.
     job = _Replay(source, model, recover=checkpoint is not None, **options)
     try:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from streamlstm.errors import ConfigError
+from streamlstm.io.paths import require_directory
 from streamlstm.keras_import.files import require_h5py
 from streamlstm.keras_import.modules import (
     KerasActivation,
@@ -75,7 +76,7 @@ def save_keras(model: torch.nn.Module, path: str | Path) -> None:
                          "layers": [input_layer, *entries]},
               "build_config": {"input_shape": [batch, None, features]}}
     metadata = {"keras_version": _KERAS_VERSION, "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
-    with zipfile.ZipFile(path, "w") as archive:
+    with zipfile.ZipFile(require_directory(path), "w") as archive:
         archive.writestr("metadata.json", json.dumps(metadata))
         archive.writestr("config.json", json.dumps(config))
         archive.writestr("model.weights.h5", _weights_file(weights))
