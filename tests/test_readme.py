@@ -1,7 +1,8 @@
 """Every Python block of the README runs as written, top to bottom in one namespace (as a reader pasting
 them into one notebook would), in an empty directory; top-level ``await`` is allowed, as in a notebook.
 
-The README's shell blocks (``make ...``, ``streamlstm replay/serve``) are covered by the CLI tests.
+The README's shell blocks (``make ...``, ``streamlstm replay/serve``) are covered by the CLI tests, and a
+block that starts with ``# tf.keras`` is other software's code, shown for comparison.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+_OTHER_SOFTWARE = "# tf.keras"
 
 
 def python_blocks(text: str) -> list[str]:
-    return _BLOCK.findall(text)
+    return [block for block in _BLOCK.findall(text) if not block.startswith(_OTHER_SOFTWARE)]
 
 
 def run_block(source: str, namespace: dict, name: str) -> None:
