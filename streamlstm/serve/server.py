@@ -90,12 +90,14 @@ class StreamServer(flight.FlightServerBase):
         checkpoint (callable, None): ``checkpoint(runtime, version) -> dict`` writing a checkpoint; it is
             called with no batch in progress. Without it the ``checkpoint`` action is refused.
         version (int, 0): the count of state changes so far (a resumed server continues the count).
+        start (str, "new"): how the state began, reported by ``stats()["server"]["start"]``: "new",
+            "resumed" (from a checkpoint) or "fresh" (``--resume`` found no checkpoint: started empty).
     """
 
     def __init__(self, runtime: Any, location: str = "grpc://127.0.0.1:0", *, token: str | None = None,
                  tls: tuple[bytes, bytes] | None = None, max_delay_ms: float = 2.0, max_batch_rows: int = 16384,
                  put_buffer_rows: int = 1024, checkpoint: Callable[[Any, int], dict] | None = None,
-                 version: int = 0) -> None:
+                 version: int = 0, start: str = "new") -> None:
         if max_delay_ms < 0:
             raise ConfigError(f"`max_delay_ms` must be >= 0, got {max_delay_ms!r}")
         if max_batch_rows < 1:
@@ -103,13 +105,11 @@ class StreamServer(flight.FlightServerBase):
         if put_buffer_rows < 0:
             raise ConfigError(f"`put_buffer_rows` must be >= 0, got {put_buffer_rows!r}")
         check_can_listen(location)
-        try:
-            super().__init__(location, tls_certificates=[flight.CertKeyPair(*tls)] if tls else None,
-                             middleware={"auth": BearerTokenAuth(token)} if token else None)
-        except pa.ArrowException as exc:   # gRPC says only "Server did not start properly"
-            raise ConfigError(f"cannot listen on {location}: {exc}") from exc
+        super().__init__(location, tls_certificates=[flight.CertKeyPair(*tls)] if tls else None,
+                         middleware={"auth": BearerTokenAuth(token)} if token else None)
         self.runtime = runtime
         self.version = version
+        self.start = start
         self._state = threading.Lock()  # a fed round, a reset and a checkpoint exclude each other
         self._checkpoint = checkpoint
         self.checkpoints: list[dict] = []
@@ -163,6 +163,7 @@ class StreamServer(flight.FlightServerBase):
             **counters, "mean_round_rows": counters["rows"] / rounds if rounds else 0.0,
             "mean_round_batches": counters["batches"] / rounds if rounds else 0.0,
             "feeders": self.batcher.feeders, "coalesce": self.batcher.coalesce, "version": self.version,
+            "start": self.start,
             "put_buffer_rows": self.outputs.rows, "put_rows_dropped": self.outputs.rows_dropped,
             "checkpoints": len(self.checkpoints), "last_checkpoint": self.checkpoints[-1] if self.checkpoints else None,
             "draining": self._gate.closed, "uptime_seconds": time.monotonic() - self._started}
