@@ -132,9 +132,9 @@ class StreamServer(flight.FlightServerBase):
     def _reset(self, body: bytes) -> dict:
         keys = protocol.keys_from_json(protocol.decode_json(body, "the reset body"), "the reset body")
         with self._state:
-            self.runtime.reset(keys)
+            count = self.runtime.reset(keys)
             self.version += 1
-        return {"reset": None if keys is None else len(keys)}
+        return {"reset": count}
 
     def checkpoint(self) -> dict:
         """Write a checkpoint now, between micro-batches; returns what the checkpoint function returned."""

@@ -131,11 +131,11 @@ def test_put_then_get_and_actions(server, model_file):
         assert client.get([7]).num_rows == 0 and client.get().column(0).to_pylist() == [8, 8]
         stats = client.stats()
         assert stats["rows"] == 7 and stats["server"]["put_buffer_rows"] == 0
-        client.reset([7])
+        assert client.reset([7, 12345]) == 1   # 12345 is no stream: nothing to reset
         reference.reset([7])
         batch = make_batch(np.array([7, 8]), rng)
         assert_same_outputs(client.feed(batch), reference.feed(batch))
-        client.reset()
+        assert client.reset() == 2
         reference.reset()
         assert_same_outputs(client.feed(batch), reference.feed(batch))
         assert list(client.exchange([])) == []
