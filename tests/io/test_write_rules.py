@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 
+import numpy as np
 import pytest
 from replay_data import make_model, make_table, save_model, write_ipc_file
 
@@ -62,3 +63,18 @@ def test_written_files_follow_the_umask(inputs, umask) -> None:
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
     assert not [path.name for path in inputs.iterdir() if path.name.endswith(".tmp")]
+
+
+def test_load_model_decides_by_content_and_save_model_refuses_a_keras_name(tmp_path) -> None:
+    model = make_model()
+    with pytest.raises(sl.errors.ConfigError, match=r"'m.keras' would mislead: name it .slm, or call "
+                                                    r"streamlstm.save_keras"):
+        sl.save_model(model, tmp_path / "m.keras")
+    assert not (tmp_path / "m.keras").exists()
+    sl.save_model(model, tmp_path / "m.slm")
+    (tmp_path / "m.slm").rename(tmp_path / "renamed.h5")        # a streamlstm file under a Keras name
+    loaded = sl.load_model(tmp_path / "renamed.h5")
+    assert all(np.array_equal(a, b) for a, b in zip(loaded[0].get_weights(), model[0].get_weights()))
+    sl.save_keras(sl.LSTM(3, input_shape=(None, 2)), tmp_path / "k.keras")
+    (tmp_path / "k.keras").rename(tmp_path / "k.slm")           # a Keras file under another name
+    assert type(sl.load_model(tmp_path / "k.slm")).__name__ == "KerasModel"
