@@ -39,13 +39,19 @@ def test_the_readme_has_python_blocks() -> None:
 def test_every_python_block_of_the_readme_runs(tmp_path, monkeypatch) -> None:
     pytest.importorskip("ipywidgets")
     pytest.importorskip("h5py")
+    ray = pytest.importorskip("ray")
     monkeypatch.chdir(tmp_path)
+    if ray.is_initialized():
+        ray.shutdown()   # the README's ray.init() starts its own local instance, as for a new reader
     namespace: dict = {"__name__": "readme"}
-    for index, block in enumerate(python_blocks(README.read_text())):
-        try:
-            run_block(block, namespace, f"README.md python block {index}")
-        except Exception as exc:
-            raise AssertionError(f"README python block {index} fails:\n{block}") from exc
+    try:
+        for index, block in enumerate(python_blocks(README.read_text())):
+            try:
+                run_block(block, namespace, f"README.md python block {index}")
+            except Exception as exc:
+                raise AssertionError(f"README python block {index} fails:\n{block}") from exc
+    finally:
+        ray.shutdown()
     # The blocks did what they say (not only ran): a few of their results.
     assert namespace["out"] is not None and namespace["y"].shape == (2, 4)
     assert namespace["rt"].state("sensor-17")[0][0].shape == (32,)
