@@ -222,7 +222,8 @@ import streamlstm as sl
 torch.manual_seed(0)
 torch.set_num_threads(1)   # small tensors: one thread is fastest, above all on a shared machine
 rng = np.random.default_rng(0)
-workdir = Path(tempfile.mkdtemp(prefix="streamlstm-replay-"))
+scratch = tempfile.TemporaryDirectory(prefix="streamlstm-replay-")   # removed by the last cell (or at exit)
+workdir = Path(scratch.name)
 """),
     md("""
 ## A recorded file: 40 sensors, 600 readings each, interleaved in time order
@@ -322,6 +323,7 @@ axes[0].legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=2, frameon=False)
 fig.suptitle("replayed forecasts (shaded: steps never trained on)")
 axes[-1].set_xlabel("time step")
 plt.show()
+scratch.cleanup()   # the recorded file, the model: nothing is left behind
 """),
 ]
 
@@ -446,7 +448,8 @@ import streamlstm as sl
 torch.manual_seed(0)
 torch.set_num_threads(1)   # small tensors: one thread is fastest, above all on a shared machine
 rng = np.random.default_rng(0)
-workdir = Path(tempfile.mkdtemp(prefix="streamlstm-train-"))
+scratch = tempfile.TemporaryDirectory(prefix="streamlstm-train-")   # removed by the last cell (or at exit)
+workdir = Path(scratch.name)
 """),
     md("""
 ## A recorded file: 48 sensors of different lengths, interleaved in time order
@@ -562,6 +565,7 @@ left.set(title="fit_streams on the file", xlabel="batch", ylabel="loss (mse)", y
 right.plot(live_losses, color="#dd8452", marker=".")
 right.set(title="learning live (faster cycles)", xlabel="live batch", yscale="log")
 plt.show()
+scratch.cleanup()   # the recorded file, the model and the trainer: nothing is left behind
 """),
 ]
 

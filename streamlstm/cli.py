@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keras-exact LSTM layers on PyTorch, run over live Apache Arrow streams.",
         epilog="Exit codes: 0 success, 2 bad usage or input. Run 'streamlstm COMMAND --help' for a command's options.",
     )
+    from streamlstm import __version__
+
+    parser.add_argument("--version", action="version", version=f"streamlstm {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_demo(commands)
     _add_replay(commands)
@@ -57,7 +60,7 @@ def _add_column_options(parser: argparse.ArgumentParser,
     parser.add_argument("--key", default="stream_id", help="stream key column (default: stream_id)")
     features = parser.add_mutually_exclusive_group()
     features.add_argument("--features", default=None, metavar="COL",
-                          help="one FixedSizeList<float>[F] features column (default: x)")
+                          help="one FixedSizeList<float>[F] (or List<float> of F per row) features column (default: x)")
     features.add_argument("--feature-columns", default=None, metavar="A,B,C",
                           help="numeric scalar feature columns, comma-separated")
     for name, meaning in (("mask", "bool: False = masked step"), ("reset", "bool: True = zero the stream first"),

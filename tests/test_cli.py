@@ -28,3 +28,11 @@ def test_demo_shows_the_layers_and_fused_generic_agreement():
     assert "RNN(LSTMCell(4), return_sequences, return_state)" in result.stdout
     difference = float(result.stdout.rsplit("max |difference|:", 1)[1].split()[0])
     assert difference < 1e-5
+
+
+def test_version_flag_prints_the_package_version():
+    import streamlstm
+
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"streamlstm {streamlstm.__version__}"

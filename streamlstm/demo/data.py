@@ -1,4 +1,5 @@
-"""The demo's sensor readings: a week (or a few days) of 5-minute readings from many sensors.
+"""The demo's sensor readings: a week (or a few days) of 5-minute temperature readings (°C) from many
+sensors.
 
 Daily and weekly cycles, slow drifts (AR(1)), measurement noise, outages (rows simply missing) and
 anomalies (spikes), in time order with the sensors interleaved, as they were recorded live.

@@ -84,7 +84,7 @@ def _plot_sensor(ax: Any, data: Dataset, forecast: np.ndarray, sensor: int, show
     ordinary = values[~spikes]
     pad = 0.15 * (ordinary.max() - ordinary.min())
     ax.set_ylim(min(ordinary.min() - pad, values.min() - pad), max(ordinary.max() + pad, values.max() + pad))
-    ax.set_ylabel(f"sensor-{sensor:03d}", fontsize=9)
+    ax.set_ylabel(f"sensor-{sensor:03d}\nreading (°C)", fontsize=9)
     ax.grid(alpha=0.25, lw=0.5)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)

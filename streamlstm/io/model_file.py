@@ -17,8 +17,9 @@ then Arrow's full validation, then rebuilds the model from the config and loads 
 ``strict=True``; any failure is one :class:`~streamlstm.errors.FileError` naming the file. Version 1
 files (no trailer) still load, with the same checks but the checksum.
 
-:func:`load_model` also reads Keras model files: a file whose name ends in ``.keras``, ``.h5`` or
-``.hdf5``, or whose content is a zip or HDF5 file, goes through :func:`streamlstm.load_keras`.
+:func:`load_model` also reads Keras model files: a file whose content is a zip or HDF5 file goes through
+:func:`streamlstm.load_keras` (the content decides, not the name; :func:`save_model` refuses a Keras
+name such as ``m.keras``, which would mislead).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import torch
 
 from streamlstm.errors import ArgumentTypeError, ConfigError, FileError
 from streamlstm.io.checksum import decoding, load_ipc, seal
+from streamlstm.io.paths import require_directory
 from streamlstm.keras_import.config import MODEL_CLASS, model_config, model_from_config
 from streamlstm.keras_import.files import is_keras_signature
 from streamlstm.keras_import.modules import KerasModel
@@ -68,6 +70,7 @@ TORCH_MODULES: dict[str, tuple[type, tuple[str, ...]]] = {
 }
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+_ARROW_MAGIC = b"ARROW1"   # the first bytes of an Arrow IPC file
 
 _DTYPES = {name: getattr(torch, name) for name in ("float16", "bfloat16", "float32", "float64", "int8", "int16",
                                                    "int32", "int64", "uint8", "bool")}
@@ -198,9 +201,13 @@ def model_from_bytes(data: bytes, device: Any = None, *, name: str = "the model 
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | Any) -> None:
-    """Write ``data`` (bytes, or a callable taking a binary file) to ``path`` via a temp file + rename."""
-    target = Path(path)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    """Write ``data`` (bytes, or a callable taking a binary file) to ``path`` via a temp file + rename.
+
+    The directory must exist (:mod:`streamlstm.io.paths`). The file gets the mode any new file gets
+    under the process umask (``mkstemp``'s 0600 would make saved models private by accident)."""
+    target = require_directory(path)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(handle, "wb") as sink:
             if isinstance(data, (bytes, bytearray)):
@@ -228,6 +235,10 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike) -> None:
         >>> bool(torch.equal(loaded[0].cell.kernel, model[0].cell.kernel))
         True
     """
+    if Path(path).suffix.lower() in KERAS_SUFFIXES:
+        raise ConfigError(f"save_model writes streamlstm's own model format, not a Keras file, so {Path(path).name!r} "
+                          f"would mislead: name it .slm, or call streamlstm.save_keras(model, path) for a Keras "
+                          f"file")
     write_atomic(path, model_to_bytes(model))
 
 
@@ -254,11 +265,14 @@ def load_model(path: str | os.PathLike, device: Any = None) -> torch.nn.Module:
 
 
 def _is_keras_file(path: Path) -> bool:
-    if path.suffix.lower() in KERAS_SUFFIXES:
-        return True
+    """Decided by the content, not the name: an Arrow file (what :func:`save_model` writes) is streamlstm's
+    even when named ``m.keras``; a zip or HDF5 file is Keras's. Only content neither names (empty,
+    unreadable, foreign) falls back to the suffix, to pick whose error message explains it."""
     try:
         with open(path, "rb") as source:
             head = source.read(8)
     except OSError:
         return False   # reading the whole file below raises the error that names it
-    return is_keras_signature(head)
+    if head.startswith(_ARROW_MAGIC):
+        return False
+    return is_keras_signature(head) or path.suffix.lower() in KERAS_SUFFIXES

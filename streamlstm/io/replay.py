@@ -47,6 +47,7 @@ import torch
 from streamlstm.errors import ConfigError, FileError, KerasImportError, SourceError, StreamError, StreamLSTMError
 from streamlstm.io.checkpoint import Checkpoint, CheckpointRecord
 from streamlstm.io.checksum import fingerprint as file_fingerprint
+from streamlstm.io.paths import require_directory
 from streamlstm.io.runtime_file import load_runtime
 from streamlstm.io.sinks import FileSink, ResumableArrowSink, output_format, partial_path
 from streamlstm.io.sources import Source, open_source
@@ -60,13 +61,15 @@ DEFAULT_BATCH_ROWS = 65536
 @dataclass
 class ReplaySummary:
     """What a :func:`replay_to_file` run did: ``rows`` and ``seconds`` of this run (after
-    ``resumed_at`` rows a checkpoint already held), ``streams`` seen in all, and the ``output`` file."""
+    ``resumed_at`` rows a checkpoint already held), ``streams`` seen in all, and the ``output`` file;
+    ``fresh_start`` when ``resume`` found no checkpoint and the run started from the first row."""
 
     rows: int
     streams: int
     seconds: float
     output: Path
     resumed_at: int = 0
+    fresh_start: bool = False
 
     @property
     def rows_per_second(self) -> float:
@@ -74,6 +77,8 @@ class ReplaySummary:
 
     def __str__(self) -> str:
         resumed = f" (resumed at row {self.resumed_at:,})" if self.resumed_at else ""
+        if self.fresh_start:
+            resumed = " (--resume: no checkpoint yet, started from the first row)"
         return (f"replayed {self.rows:,} rows of {self.streams:,} streams in {self.seconds:.2f} s "
                 f"({self.rows_per_second:,.0f} rows/s){resumed} -> {self.output}")
 
@@ -276,6 +281,7 @@ def replay_to_file(source: Any, model: Any, out: str | os.PathLike, *, format: s
         raise ConfigError("`resume` needs the `checkpoint` directory of the run to resume (--checkpoint DIR)")
     if out.is_dir() or partial_path(out).is_dir():
         raise SourceError(f"output {out if out.is_dir() else partial_path(out)} is a directory; name a file")
+    require_directory(out, "output")
     # Without checkpoints a lost shard cannot be restarted anyway: keep no log of the input in memory.
     job = _Replay(source, model, recover=checkpoint is not None, **options)
     try:
@@ -290,7 +296,8 @@ def replay_to_file(source: Any, model: Any, out: str | os.PathLike, *, format: s
         else:
             store = Checkpoint(checkpoint, job.fingerprint(out, fmt), resume=resume)
             rows, resumed_at = _write_checkpointed(job, out, fmt, store, checkpoint_every)
-        return ReplaySummary(rows, job.streams, _time.perf_counter() - started, out, resumed_at)
+        return ReplaySummary(rows, job.streams, _time.perf_counter() - started, out, resumed_at,
+                             fresh_start=resume and resumed_at == 0)
     except OSError as exc:  # disk full, permissions, a file vanishing: nothing half-written stays (see sinks)
         where = exc.filename if exc.filename else out
         raise SourceError(f"cannot write {where}: {exc.strerror or exc}") from exc

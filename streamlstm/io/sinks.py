@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from streamlstm.errors import FileError, SourceError
 from streamlstm.io.checksum import append_trailer, check_file, crc32_file
+from streamlstm.io.paths import require_directory
 
 __all__ = ["FileSink", "PartSink", "ResumableArrowSink", "fsync_dir", "output_format", "partial_path"]
 
@@ -94,7 +95,7 @@ class _Writer:
     def write(self, batch: pa.RecordBatch) -> None:
         if self._writer is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                require_directory(self.path, "output")
                 if self.format == "arrow":
                     self._writer = pa.ipc.new_file(str(self.path), batch.schema)
                 else:
@@ -306,7 +307,7 @@ class ResumableArrowSink:
 
     def _open(self, path: Path, schema: pa.Schema) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            require_directory(self.path, "output")
             self._file = open(path, "wb")
         except OSError as exc:
             raise SourceError(f"cannot write output {path}: {exc.strerror or exc}") from exc

@@ -14,7 +14,6 @@ Version rules (the Keras version that wrote the file, not its format, decides):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +31,7 @@ from streamlstm.keras_import.modules import (
     KerasTimeDistributed,
 )
 from streamlstm.layers import initializers
+from streamlstm.layers.base import snake_case
 from streamlstm.layers.lstm import LSTM
 from streamlstm.layers.lstm_cell import LSTMCell
 from streamlstm.layers.rnn import RNN
@@ -55,13 +55,6 @@ _DENSE_KEYS = {"units", "activation", "use_bias", "kernel_initializer", "bias_in
                "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint",
                "quantization_config", "lora_rank", "lora_alpha"}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def snake_case(name: str) -> str:
-    """Keras 3's ``naming.to_snake_case``: ``"TimeDistributed"`` -> ``"time_distributed"``, ``"LSTM"`` -> ``"lstm"``."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def unsupported(spec: LayerSpec, option: str, detail: str) -> UnsupportedKerasError:

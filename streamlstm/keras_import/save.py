@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from streamlstm.errors import ConfigError
+from streamlstm.io.paths import require_directory
 from streamlstm.keras_import.files import require_h5py
 from streamlstm.keras_import.modules import (
     KerasActivation,
@@ -28,6 +29,7 @@ from streamlstm.keras_import.modules import (
     KerasTimeDistributed,
 )
 from streamlstm.layers import activations
+from streamlstm.layers.base import snake_case
 from streamlstm.layers.lstm import LSTM
 from streamlstm.layers.rnn import RNN
 from streamlstm.layers.stacked_rnn_cells import StackedRNNCells
@@ -58,7 +60,7 @@ def save_keras(model: torch.nn.Module, path: str | Path) -> None:
     entries, weights, used = [], {}, {}
     for layer in layers:
         class_name, config = _layer_config(layer)
-        base = _unique(_snake(class_name), used)
+        base = _unique(snake_case(class_name), used)
         entries.append({"module": "keras.layers", "class_name": class_name, "config": dict(config, name=base),
                         "registered_name": None})
         _layer_weights(layer, f"layers/{base}", weights)
@@ -74,16 +76,10 @@ def save_keras(model: torch.nn.Module, path: str | Path) -> None:
                          "layers": [input_layer, *entries]},
               "build_config": {"input_shape": [batch, None, features]}}
     metadata = {"keras_version": _KERAS_VERSION, "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
-    with zipfile.ZipFile(path, "w") as archive:
+    with zipfile.ZipFile(require_directory(path), "w") as archive:
         archive.writestr("metadata.json", json.dumps(metadata))
         archive.writestr("config.json", json.dumps(config))
         archive.writestr("model.weights.h5", _weights_file(weights))
-
-
-def _snake(class_name: str) -> str:
-    from streamlstm.keras_import.convert import snake_case
-
-    return snake_case(class_name)
 
 
 def _unique(base: str, used: dict[str, int]) -> str:

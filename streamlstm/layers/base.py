@@ -8,6 +8,7 @@ whose ``losses`` are recomputed from the current weights each time they are read
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,37 @@ def check_rate(value: Any, argument: str) -> float:
     return float(value)
 
 
+def snake_case(name: str) -> str:
+    """Keras 3's ``naming.to_snake_case``: ``"TimeDistributed"`` -> ``"time_distributed"``, ``"LSTM"`` -> ``"lstm"``."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+# Keras constructor arguments streamlstm does not take, each with what to do instead.
+_REFUSED_KERAS_ARGUMENTS = {
+    "input_dim": "pass input_shape=(None, input_dim) (or batch_input_shape=(batch, time, input_dim))",
+    "input_length": "pass input_shape=(input_length, features)",
+    "weights": "call layer.set_weights(weights) once the layer is built (input_shape= builds it at once)",
+    "use_cudnn": "streamlstm picks the fused kernel itself (layer.last_path says which ran); "
+                 "`with streamlstm.layers.force_generic():` forces the generic loop",
+    "dynamic": "layers always run eagerly in PyTorch; drop the argument",
+    "autocast": "cast the inputs yourself or use torch.autocast; drop the argument",
+}
+
+
+def refuse_arguments(owner: str, kwargs: dict[str, Any]) -> None:
+    """Raise for keyword arguments ``owner`` does not take, naming the supported alternative where Keras
+    has the argument."""
+    if not kwargs:
+        return
+    name = sorted(kwargs)[0]
+    alternative = _REFUSED_KERAS_ARGUMENTS.get(name)
+    if alternative is not None:
+        raise ArgumentTypeError(f"{owner} does not take the Keras argument `{name}`: {alternative}")
+    raise ArgumentTypeError(f"{owner} got unexpected keyword argument(s) {', '.join(map(repr, sorted(kwargs)))}")
+
+
 def check_positive_int(value: Any, argument: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ArgumentTypeError(f"`{argument}` must be a positive integer, got {type(value).__name__} {value!r}")
@@ -48,12 +80,53 @@ def check_positive_int(value: Any, argument: str) -> int:
 
 
 class Layer(torch.nn.Module):
-    """Base class: Keras building, weight exchange, losses and constraints on a torch Module."""
+    """Base class: Keras building, weight exchange, losses and constraints on a torch Module.
 
-    def __init__(self, dtype: Any = None, device: Any = None) -> None:
+    Args:
+        dtype, device: where and how the weights are created (PyTorch factory arguments; ``dtype`` also
+            takes Keras's names such as ``"float64"``).
+        name (str, None): the layer's name, shown by ``repr`` and kept by ``get_config``; defaults to the
+            snake_case class name (``"lstm"``). Keras numbers default names (``"lstm_1"``); streamlstm does
+            not, because nothing here looks layers up by name.
+        trainable (bool, True): ``False`` freezes the weights (``requires_grad=False``), as Keras's
+            ``trainable=False`` moves them to the non-trainable weights; settable later, for sub-layers too.
+    """
+
+    def __init__(self, dtype: Any = None, device: Any = None, name: str | None = None,
+                 trainable: bool = True) -> None:
         super().__init__()
         self._factory = {"dtype": resolve_dtype(dtype), "device": torch.device(device) if device else None}
         self.built = False
+        if name is not None and not isinstance(name, str):
+            raise ArgumentTypeError(f"`name` must be a string or None, got {type(name).__name__} {name!r}")
+        default = snake_case(type(self).__name__)
+        self.name = default if name is None else name
+        self._default_name = self.name == default
+        self._trainable = True
+        self.trainable = trainable
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the weights are trained (``requires_grad``); setting it reaches every sub-layer."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ArgumentTypeError(f"`trainable` must be True or False, got {value!r}")
+        self._trainable = value
+        for layer in _top_sub_layers(self):
+            layer.trainable = value
+        self.requires_grad_(value)
+
+    def base_config(self) -> dict[str, Any]:
+        """The ``name`` and ``trainable`` entries every layer's ``get_config`` carries, as Keras's do."""
+        return {"name": self.name, "trainable": self.trainable}
+
+    def base_repr(self) -> list[str]:
+        """``name=...`` and ``trainable=False`` for ``extra_repr``, only when not the defaults."""
+        parts = [] if self._default_name else [f"name={self.name!r}"]
+        return parts + ([] if self.trainable else ["trainable=False"])
 
     # -- weights --------------------------------------------------------------------------------
     @property
@@ -69,7 +142,12 @@ class Layer(torch.nn.Module):
         return [p.detach().cpu().numpy().copy() for _, p in self.weight_list()]
 
     def set_weights(self, weights: Sequence[Any]) -> None:
-        """Set every weight from numpy arrays (or tensors) in ``get_weights()`` order; all or nothing."""
+        """Set every weight from numpy arrays (or tensors) in ``get_weights()`` order; all or nothing.
+
+        On a layer not built yet, ``set_weights([])`` (what its ``get_weights()`` returns) does nothing, as
+        in Keras; any other list needs the layer built first."""
+        if not self.built and isinstance(weights, (list, tuple)) and not weights:
+            return
         if not self.built:
             raise ConfigError(f"{type(self).__name__}.set_weights() needs a built layer: call build(input_shape) first")
         expected = self.weight_list()
@@ -134,6 +212,16 @@ class Layer(torch.nn.Module):
         probe = fn(torch.empty(0, dtype=self._factory["dtype"], device=self._factory["device"]))
         self._factory = {"dtype": probe.dtype, "device": probe.device}
         return result
+
+
+def _top_sub_layers(module: torch.nn.Module):
+    """The streamlstm layers below ``module`` that no other layer below it contains (through containers
+    such as ``ModuleList``)."""
+    for child in module.children():
+        if isinstance(child, Layer):
+            yield child
+        else:
+            yield from _top_sub_layers(child)
 
 
 def apply_constraints(module: torch.nn.Module) -> None:

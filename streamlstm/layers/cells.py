@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import numpy as np
 import torch
 
 from streamlstm.errors import ArgumentTypeError
@@ -27,7 +28,13 @@ def check_cell(cell: Any, argument: str = "cell") -> None:
 def state_sizes(cell: Any) -> list[int]:
     """The cell's ``state_size`` as a flat list of ints."""
     size = cell.state_size
-    return [int(size)] if isinstance(size, int) else [int(s) for s in size]
+    return [int(size)] if isinstance(size, (int, np.integer)) else [int(s) for s in size]
+
+
+def single_state(cell: Any) -> bool:
+    """Whether the cell's ``state_size`` is one int: Keras then hands its state around as a bare tensor
+    (in a stack of cells and in what ``return_state`` returns), not as a one-element list."""
+    return isinstance(cell.state_size, (int, np.integer))
 
 
 def output_size(cell: Any) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from streamlstm.errors import ArgumentTypeError, ConfigError
+from streamlstm.layers.base import refuse_arguments
 from streamlstm.layers.fused import fused_lstm
 from streamlstm.layers.lstm_cell import LSTMCell
 from streamlstm.layers.rnn import RNN
@@ -22,7 +23,7 @@ __all__ = ["LSTM", "force_generic"]
 _PROJECTION_BLOCK = 32   # time steps projected at once by the generic path
 _FORCE_GENERIC = contextvars.ContextVar("streamlstm_force_generic", default=False)
 _CELL_ARGS = [name for name in inspect.signature(LSTMCell.__init__).parameters
-              if name not in ("self", "dtype", "device")]
+              if name not in ("self", "dtype", "device", "name", "trainable")]
 
 
 @contextlib.contextmanager
@@ -44,8 +45,10 @@ class LSTM(RNN):
         the initializers, unit_forget_bias, the regularizers and constraints, dropout, recurrent_dropout,
         implementation, seed), then every :class:`RNN` argument (activity_regularizer,
         return_sequences, return_state, go_backwards, stateful, time_major, unroll,
-        zero_output_for_mask, input_shape), and ``dtype``/``device``. Each has the default and meaning documented
-        there.
+        zero_output_for_mask, input_shape, batch_size, batch_input_shape), and ``dtype``, ``device``,
+        ``name``, ``trainable``. Each has the default and meaning documented there. Keras arguments
+        streamlstm does not take (``input_dim``, ``weights``, ``use_cudnn``, ...) raise an error that
+        names the supported alternative.
 
     Call arguments and returns: as :class:`RNN`.
 
@@ -66,17 +69,18 @@ class LSTM(RNN):
     def __init__(self, units: int, *args: Any, activity_regularizer: Any = None, return_sequences: bool = False,
                  return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
                  time_major: bool = False, unroll: bool = False, zero_output_for_mask: bool = False,
-                 input_shape: Any = None, dtype: Any = None, device: Any = None, **cell_kwargs: Any) -> None:
+                 input_shape: Any = None, batch_size: int | None = None, batch_input_shape: Any = None,
+                 dtype: Any = None, device: Any = None, name: str | None = None, trainable: bool = True,
+                 **cell_kwargs: Any) -> None:
         if args:
             raise ArgumentTypeError("LSTM takes `units` positionally; pass the other arguments by keyword")
-        unknown = sorted(set(cell_kwargs) - set(_CELL_ARGS))
-        if unknown:
-            raise ArgumentTypeError(f"LSTM got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+        refuse_arguments("LSTM", {k: v for k, v in cell_kwargs.items() if k not in _CELL_ARGS})
         cell = LSTMCell(units, dtype=dtype, device=device, **cell_kwargs)
         super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
                          go_backwards=go_backwards, stateful=stateful, unroll=unroll, time_major=time_major,
                          zero_output_for_mask=zero_output_for_mask, activity_regularizer=activity_regularizer,
-                         input_shape=input_shape, dtype=dtype, device=device)
+                         input_shape=input_shape, batch_size=batch_size, batch_input_shape=batch_input_shape,
+                         dtype=dtype, device=device, name=name, trainable=trainable)
 
     def __getattr__(self, name: str) -> Any:
         # Keras exposes the cell's configuration on the layer (layer.units, layer.dropout, ...).
@@ -140,7 +144,7 @@ class LSTM(RNN):
 
     def get_config(self) -> dict[str, Any]:
         config = self.cell.get_config()
-        config.update({k: v for k, v in super().get_config().items() if k != "cell"})
+        config.update({k: v for k, v in super().get_config().items() if k != "cell"})   # the layer's name wins
         return config
 
     def extra_repr(self) -> str:

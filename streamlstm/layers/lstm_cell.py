@@ -15,6 +15,7 @@ recurrent_kernel.T``, ``bias_ih = bias``, ``bias_hh = 0``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -58,9 +59,10 @@ class LSTMCell(Layer):
         recurrent_dropout (float, 0.0): fraction of recurrent units dropped (training only); when
             non-zero, implementation 1 is used, as in Keras.
         implementation (int, 2): 1 draws four input and four recurrent dropout masks (one per gate);
-            2 draws one input mask. The numbers are otherwise the same.
+            2 draws one input mask. The numbers are otherwise the same. 0, deprecated in tf.keras 2, is
+            taken as 1 with a ``FutureWarning`` (tf.keras 2 does the same), so old configs still load.
         seed (int, None): seeds the dropout masks (and the initializers when they have no seed).
-        dtype, device: where and how the weights are created (PyTorch factory arguments).
+        dtype, device, name, trainable: as :class:`~streamlstm.layers.base.Layer`.
 
     Call arguments:
         inputs: [batch, input_dim] tensor (or numpy array).
@@ -85,8 +87,9 @@ class LSTMCell(Layer):
                  unit_forget_bias: bool = True, kernel_regularizer: Any = None, recurrent_regularizer: Any = None,
                  bias_regularizer: Any = None, kernel_constraint: Any = None, recurrent_constraint: Any = None,
                  bias_constraint: Any = None, dropout: float = 0.0, recurrent_dropout: float = 0.0,
-                 implementation: int = 2, seed: int | None = None, dtype: Any = None, device: Any = None) -> None:
-        super().__init__(dtype=dtype, device=device)
+                 implementation: int = 2, seed: int | None = None, dtype: Any = None, device: Any = None,
+                 name: str | None = None, trainable: bool = True) -> None:
+        super().__init__(dtype=dtype, device=device, name=name, trainable=trainable)
         self.units = check_positive_int(units, "units")
         self.activation = activations.get(activation, "activation")
         self.recurrent_activation = activations.get(recurrent_activation, "recurrent_activation")
@@ -103,8 +106,12 @@ class LSTMCell(Layer):
         self.bias_constraint = constraints.get(bias_constraint, "bias_constraint")
         self.dropout = check_rate(dropout, "dropout")
         self.recurrent_dropout = check_rate(recurrent_dropout, "recurrent_dropout")
-        if implementation not in (1, 2) or isinstance(implementation, bool):
+        if implementation not in (0, 1, 2) or isinstance(implementation, bool):
             raise ConfigError(f"`implementation` must be 1 or 2, got {implementation!r}")
+        if implementation == 0:
+            warnings.warn("`implementation=0` is deprecated since Keras 2 and runs as implementation=1, as tf.keras 2 "
+                          "does; pass implementation=1", FutureWarning, stacklevel=2)
+            implementation = 1
         # Keras: recurrent dropout needs one mask per gate, which only implementation 1 has.
         self.implementation = 1 if self.recurrent_dropout else int(implementation)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -154,7 +161,7 @@ class LSTMCell(Layer):
         self.built = True
 
     def _new_weight(self, value: torch.Tensor) -> torch.nn.Parameter:
-        return torch.nn.Parameter(value.to(device=self._factory["device"]))
+        return torch.nn.Parameter(value.to(device=self._factory["device"]), requires_grad=self.trainable)
 
     def build_from_state_dict(self, state_dict, prefix) -> None:
         kernel = state_dict.get(prefix + "kernel")
@@ -303,12 +310,15 @@ class LSTMCell(Layer):
             "recurrent_dropout": self.recurrent_dropout,
             "implementation": self.implementation,
             "seed": self.seed,
+            **self.base_config(),
         }
 
     def extra_repr(self) -> str:
         defaults = LSTMCell(1).get_config()
         config = self.get_config()
-        parts = [str(self.units)] + [f"{k}={v!r}" for k, v in config.items() if k != "units" and v != defaults[k]]
+        parts = [str(self.units)] + [f"{k}={v!r}" for k, v in config.items()
+                                     if k not in ("units", *self.base_config()) and v != defaults[k]]
+        parts += self.base_repr()
         if self.input_dim is not None:
             parts.append(f"input_dim={self.input_dim}")
         return ", ".join(parts)

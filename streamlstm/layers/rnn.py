@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
-from streamlstm.errors import ArgumentTypeError, ShapeError, StateError
+from streamlstm.errors import ArgumentTypeError, ConfigError, ShapeError, StateError
 from streamlstm.layers import regularizers
-from streamlstm.layers.base import Layer
-from streamlstm.layers.cells import build_cell, cell_caller, check_cell, initial_states, state_sizes
+from streamlstm.layers.base import Layer, refuse_arguments
+from streamlstm.layers.cells import build_cell, cell_caller, check_cell, initial_states, single_state, state_sizes
 from streamlstm.layers.inputs import as_tensor, sequence_inputs, sequence_mask
 from streamlstm.layers.rnn_loop import run_loop
 from streamlstm.layers.serialization import deserialize, register
@@ -30,11 +30,13 @@ class RNN(Layer):
             list of cells, which means ``StackedRNNCells(cells)``.
         return_sequences (bool, False): return the output of every step instead of the last one.
         return_state (bool, False): also return the final states: ``[output, h, c]`` for an LSTM cell;
-            one state list per cell for stacked cells (``[output, [h0, c0], [h1, c1]]``).
+            one entry per cell for stacked cells (``[output, [h0, c0], [h1, c1]]``, Keras 3's nesting),
+            where a cell whose ``state_size`` is an int gives its one state as a bare tensor, as Keras does.
         go_backwards (bool, False): process the sequence (and mask) reversed; outputs come back in
             processing order, so ``outputs[:, 0]`` belongs to the last input step.
         stateful (bool, False): the final states of a call are the initial states of the next, per
-            batch row; the batch size is fixed by the first build or call. An explicit
+            batch row; the batch size is fixed by the first build or call (``states`` holds the cell's
+            initial states from then on, until the first call replaces them). An explicit
             ``initial_state`` wins over the stored state (the Keras 3 rule; Keras 2 preferred the stored
             state unless it was all zeros).
         unroll (bool, False): accepted for Keras compatibility; the loop is a Python loop either way and
@@ -47,7 +49,12 @@ class RNN(Layer):
             (states included when ``return_state``), divided by its first dimension, as Keras does.
         input_shape (tuple, None): ``(time, features)`` (time may be None) builds the weights now, so
             that an optimizer created before the first call sees them; otherwise they are created by
-            ``build()`` or the first call, like ``torch.nn.LazyLinear``.
+            ``build()`` or the first call, like ``torch.nn.LazyLinear``. Keras builds such a layer only
+            when it joins a model; streamlstm builds it at once.
+        batch_size (int, None): with ``input_shape``, the batch size (fixes a stateful layer's batch).
+        batch_input_shape (tuple, None): ``(batch, time, features)`` in the inputs' layout (time major:
+            ``(time, batch, features)``): ``input_shape`` and ``batch_size`` in one argument.
+        dtype, device, name, trainable: as :class:`~streamlstm.layers.base.Layer`.
 
     Call arguments:
         inputs: [batch, time, features] tensor or numpy array.
@@ -63,13 +70,16 @@ class RNN(Layer):
     def __init__(self, cell: Any, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
                  time_major: bool = False, zero_output_for_mask: bool = False,
-                 activity_regularizer: Any = None, input_shape: Any = None, dtype: Any = None,
-                 device: Any = None) -> None:
-        super().__init__(dtype=dtype, device=device)
+                 activity_regularizer: Any = None, input_shape: Any = None, batch_size: int | None = None,
+                 batch_input_shape: Any = None, dtype: Any = None, device: Any = None, name: str | None = None,
+                 trainable: bool = True, **unsupported: Any) -> None:
+        refuse_arguments(type(self).__name__, unsupported)
+        super().__init__(dtype=dtype, device=device, name=name, trainable=trainable)
         if isinstance(cell, (list, tuple)):
             cell = StackedRNNCells(list(cell))
         check_cell(cell)
         self.cell = cell
+        self.trainable = trainable  # again, now that the cell is a sub-layer
         self.return_sequences, self.return_state, self.go_backwards = return_sequences, return_state, go_backwards
         self.stateful, self.unroll, self.time_major = stateful, unroll, time_major
         self.zero_output_for_mask = zero_output_for_mask
@@ -82,11 +92,28 @@ class RNN(Layer):
         self._states: list[torch.Tensor] | None = None
         self._activity_losses: list[torch.Tensor] = []
         self.last_path: str | None = None
-        if input_shape is not None:
-            shape = tuple(input_shape)
-            if len(shape) != 2:
-                raise ShapeError(f"`input_shape` must be (time, features) without the batch, got {shape}")
-            self.build((None, *shape))
+        shape = self._construction_shape(input_shape, batch_size, batch_input_shape)
+        if shape is not None:
+            self.build(shape)
+
+    def _construction_shape(self, input_shape: Any, batch_size: Any, batch_input_shape: Any) -> tuple | None:
+        """The full input shape the constructor arguments give, in the inputs' layout, or None."""
+        if batch_input_shape is not None:
+            if input_shape is not None or batch_size is not None:
+                raise ConfigError("pass either `batch_input_shape` or `input_shape` (with `batch_size`), not both")
+            shape = tuple(batch_input_shape)
+            if len(shape) != 3:
+                raise ShapeError(f"`batch_input_shape` must be (batch, time, features), got {shape}")
+            return shape
+        if input_shape is None:
+            if batch_size is not None:
+                raise ConfigError("`batch_size` needs `input_shape` (time, features); or pass "
+                                  "batch_input_shape=(batch, time, features)")
+            return None
+        shape = tuple(input_shape)
+        if len(shape) != 2:
+            raise ShapeError(f"`input_shape` must be (time, features) without the batch, got {shape}")
+        return (shape[0], batch_size, shape[1]) if self.time_major else (batch_size, *shape)
 
     # -- state structure ---------------------------------------------------------------------------
     @property
@@ -99,19 +126,22 @@ class RNN(Layer):
         return state_sizes(self.cell)
 
     def _nest(self, flat: list[Any]) -> list[Any]:
+        """Flat states -> one entry per cell for stacked cells: a list, or a bare tensor for a cell whose
+        ``state_size`` is an int (Keras's structure)."""
         if not self._nested:
             return list(flat)
         nested, start = [], 0
         for cell in self.cell.cells:
             count = len(state_sizes(cell))
-            nested.append(list(flat[start:start + count]))
+            nested.append(flat[start] if single_state(cell) else list(flat[start:start + count]))
             start += count
         return nested
 
     def _flatten(self, states: list[Any]) -> list[Any]:
-        if self._nested and all(isinstance(s, (list, tuple)) for s in states):
-            return [t for cell_states in states for t in cell_states]
-        return list(states)
+        """Nested (one entry per cell) or already flat states -> flat."""
+        if not self._nested or len(states) != len(self.cell.cells):
+            return list(states)
+        return [t for entry in states for t in (entry if isinstance(entry, (list, tuple)) else [entry])]
 
     # -- building ----------------------------------------------------------------------------------
     def build(self, input_shape: Any) -> None:
@@ -121,9 +151,17 @@ class RNN(Layer):
             raise ShapeError(f"`input_shape` must have 3 entries (batch, time, features), got {shape}")
         batch = shape[1] if self.time_major else shape[0]
         build_cell(self.cell, shape[-1])
+        if not self.trainable:
+            self.trainable = False  # reaches the weights the cell has just created
+        self.built = True
         if self.stateful and batch is not None:
             self._batch_size = int(batch)
-        self.built = True
+            if self._states is None:
+                self._states = self._initial_flat_states(self._batch_size)
+
+    def _initial_flat_states(self, batch: int) -> list[torch.Tensor]:
+        dtype, device = self._weights_dtype_device()
+        return self._flatten(initial_states(self.cell, batch, dtype, device))
 
     def weight_list(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(f"cell.{name}", p) for name, p in self.cell.weight_list()] if isinstance(self.cell, Layer) else []
@@ -138,7 +176,8 @@ class RNN(Layer):
     # -- stateful ----------------------------------------------------------------------------------
     @property
     def states(self) -> list[Any] | None:
-        """The stored states of a stateful layer (nested per cell for stacked cells), or None."""
+        """The stored states of a stateful layer (nested per cell for stacked cells): the cell's initial
+        states (zeros) once the batch size is known, then each call's final states; None before."""
         return None if self._states is None else self._nest(self._states)
 
     @property
@@ -148,11 +187,12 @@ class RNN(Layer):
         return self._batch_size
 
     def reset_states(self, states: Any = None) -> None:
-        """Set a stateful layer's states to zeros, or to ``states`` (checked against the batch size)."""
+        """Set a stateful layer's states to zeros (the cell's initial states; None while the batch size is
+        unknown), or to ``states`` (checked against the batch size). The batch size stays fixed."""
         if not self.stateful:
             raise StateError("reset_states() needs a stateful layer; this one has stateful=False")
         if states is None:
-            self._states = None
+            self._states = None if self._batch_size is None else self._initial_flat_states(self._batch_size)
             return
         if isinstance(states, (torch.Tensor,)) or not isinstance(states, (list, tuple)):
             states = [states]
@@ -189,8 +229,10 @@ class RNN(Layer):
         if self.stateful and self._batch_size is not None and batch != self._batch_size:
             raise StateError(
                 f"a stateful layer keeps one state per batch row: `inputs` batch size must be "
-                f"{self._batch_size} (fixed at build), got {batch}; call reset_states() on a new layer "
-                f"or use streamlstm.StreamRuntime for a varying set of streams"
+                f"{self._batch_size} (fixed by its first build or call; reset_states() keeps it), got {batch}; "
+                f"for batch size {batch} make a new layer from this one's config and weights "
+                f"(type(layer).from_config(layer.get_config()), then set_weights(layer.get_weights())), "
+                f"or use streamlstm.StreamRuntime, which keeps one state per stream key for any batch"
             )
         if not self.built:
             self.build((None, None, x.shape[-1]))
@@ -276,13 +318,21 @@ class RNN(Layer):
         config: dict[str, Any] = {"cell": {"class_name": type(self.cell).__name__, "config": self.cell.get_config()}}
         config.update({flag: getattr(self, flag) for flag in _RNN_FLAGS})
         config["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
+        config.update(self.base_config())
         return config
 
     def extra_repr(self) -> str:
         flags = [f"{flag}=True" for flag in _RNN_FLAGS if getattr(self, flag)]
         if self.activity_regularizer is not None:
             flags.append(f"activity_regularizer={self.activity_regularizer!r}")
-        return ", ".join(flags)
+        return ", ".join(flags + self.base_repr())
+
+    def _apply(self, fn, *args, **kwargs):
+        # ``.to(dtype)`` / ``.to(device)`` move a stateful layer's stored states with its weights.
+        result = super()._apply(fn, *args, **kwargs)
+        if self._states is not None:
+            self._states = [fn(state) for state in self._states]
+        return result
 
 
 def _flat_tensors(value: Any) -> list[torch.Tensor]:

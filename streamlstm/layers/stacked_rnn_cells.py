@@ -8,7 +8,15 @@ import torch
 
 from streamlstm.errors import ArgumentTypeError, ShapeError
 from streamlstm.layers.base import Layer
-from streamlstm.layers.cells import build_cell, cell_caller, check_cell, initial_states, output_size, state_sizes
+from streamlstm.layers.cells import (
+    build_cell,
+    cell_caller,
+    check_cell,
+    initial_states,
+    output_size,
+    single_state,
+    state_sizes,
+)
 from streamlstm.layers.serialization import deserialize, register
 
 __all__ = ["StackedRNNCells"]
@@ -20,13 +28,14 @@ class StackedRNNCells(Layer):
 
     Args:
         cells (list): cells following the cell protocol, applied in order.
+        name, trainable: as :class:`~streamlstm.layers.base.Layer`.
 
     Call arguments:
-        inputs: [batch, input_dim]; states: one state list per cell, ``[[h0, c0], [h1, c1], ...]``;
-        training (bool, None).
+        inputs: [batch, input_dim]; states: one entry per cell, ``[[h0, c0], [h1, c1], ...]``, where a
+        cell whose ``state_size`` is an int has a bare tensor (as Keras); training (bool, None).
 
     Returns:
-        ``(output_of_last_cell, [new_states_cell0, new_states_cell1, ...])``.
+        ``(output_of_last_cell, [new_states_cell0, new_states_cell1, ...])``, in the same structure.
 
     Example:
         >>> from streamlstm import LSTMCell, RNN
@@ -36,8 +45,8 @@ class StackedRNNCells(Layer):
         ((2, 4), (2, 8), (2, 4))
     """
 
-    def __init__(self, cells: list[Any]) -> None:
-        super().__init__()
+    def __init__(self, cells: list[Any], name: str | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name)
         if not isinstance(cells, (list, tuple)) or not cells:
             raise ArgumentTypeError(f"`cells` must be a non-empty list of cells, got {cells!r}")
         for index, cell in enumerate(cells):
@@ -46,18 +55,21 @@ class StackedRNNCells(Layer):
         all_modules = all(isinstance(c, torch.nn.Module) for c in cells)
         self.cells = torch.nn.ModuleList(cells) if all_modules else list(cells)
         self._callers = [cell_caller(c) for c in cells]
+        self.trainable = trainable
 
     @property
-    def state_size(self) -> list[list[int]]:
-        return [state_sizes(cell) for cell in self.cells]
+    def state_size(self) -> list[Any]:
+        """One entry per cell: its list of state sizes, or its int ``state_size`` as it is."""
+        return [int(cell.state_size) if single_state(cell) else state_sizes(cell) for cell in self.cells]
 
     @property
     def output_size(self) -> int:
         return output_size(self.cells[-1])
 
-    def get_initial_state(self, batch_size: int, dtype: torch.dtype | None = None, device: Any = None) -> list[list]:
+    def get_initial_state(self, batch_size: int, dtype: torch.dtype | None = None, device: Any = None) -> list[Any]:
         dtype = dtype or torch.float32
-        return [initial_states(cell, batch_size, dtype, device) for cell in self.cells]
+        states = [initial_states(cell, batch_size, dtype, device) for cell in self.cells]
+        return [s[0] if single_state(cell) else s for cell, s in zip(self.cells, states)]
 
     def build(self, input_shape: Any) -> None:
         input_dim = input_shape if isinstance(input_shape, int) else input_shape[-1]
@@ -71,9 +83,10 @@ class StackedRNNCells(Layer):
             raise ShapeError(f"`states` must hold one state list per cell ({len(self.cells)}), got {len(states)}")
         training = self.training if training is None else bool(training)
         new_states = []
-        for call, cell_states in zip(self._callers, states):
-            inputs, cell_new = call(inputs, list(cell_states), training)
-            new_states.append(cell_new)
+        for cell, call, cell_states in zip(self.cells, self._callers, states):
+            bare = not isinstance(cell_states, (list, tuple))
+            inputs, cell_new = call(inputs, [cell_states] if bare else list(cell_states), training)
+            new_states.append(cell_new[0] if single_state(cell) else cell_new)
         return inputs, new_states
 
     def weight_list(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -85,10 +98,16 @@ class StackedRNNCells(Layer):
             if hasattr(cell, "reset_dropout_mask"):
                 cell.reset_dropout_mask()
 
+    def extra_repr(self) -> str:
+        return ", ".join(self.base_repr())
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> StackedRNNCells:
         """Inverse of ``get_config``: cells may be given in their serialized form."""
-        return cls([deserialize(c) if isinstance(c, dict) else c for c in config["cells"]])
+        config = dict(config)
+        cells = [deserialize(c) if isinstance(c, dict) else c for c in config.pop("cells")]
+        return cls(cells, **config)
 
     def get_config(self) -> dict[str, Any]:
-        return {"cells": [{"class_name": type(c).__name__, "config": c.get_config()} for c in self.cells]}
+        return {"cells": [{"class_name": type(c).__name__, "config": c.get_config()} for c in self.cells],
+                **self.base_config()}

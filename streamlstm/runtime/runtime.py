@@ -106,7 +106,8 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
             becomes a mask rule; see :mod:`streamlstm.runtime.model_plan`). The runtime puts it
             in eval mode and never trains it; every recurrent layer emits one output per row.
         key (str, "stream_id"): the stream key column (integer or string, dictionary-encoded allowed).
-        features (str | list[str], "x"): one ``FixedSizeList<float>[F]`` column, or numeric columns.
+        features (str | list[str], "x"): one ``FixedSizeList<float>[F]`` column (or ``List``/``LargeList``
+            of floats, F per row), or numeric columns.
         mask (str, None): bool column; False = the step is masked (Keras masking: carries unchanged,
             output repeats the stream's previous output, zeros before its first real step).
         reset (str, None): bool column; True = the stream's carries and previous output return to

@@ -7,8 +7,10 @@ column      type                                                    required
 =========== ======================================================= ===========
 key         int8..int64, uint8..uint64 (cast to int64), string,     yes
             large_string, or a dictionary of strings or integers
-features    ``FixedSizeList<float16|float32|float64>[F]``, or a     yes
-            list of numeric scalar columns (one per feature)
+features    ``FixedSizeList<float16|float32|float64>[F]``, or       yes
+            ``List``/``LargeList`` of those floats whose rows all
+            hold F values, or a list of numeric scalar columns
+            (one per feature)
 mask        bool: False = the step is masked (Keras masking)        no
 reset       bool: True = zero the stream's state before this row    no
 end         bool: True = release the stream after this row          no
@@ -121,14 +123,43 @@ def _keys(batch: pa.RecordBatch, name: str, expected_kind: str | None) -> pa.Arr
     return keys
 
 
-def _fixed_size_features(array: pa.Array, name: str, width: int | None, keys: pa.Array) -> np.ndarray:
-    if not (pa.types.is_fixed_size_list(array.type) and pa.types.is_floating(array.type.value_type)):
-        raise SchemaError(f"features column {name!r} must be FixedSizeList<float32|float64>[F], got {array.type}")
-    size = array.type.list_size
-    if width is not None and size != width:
-        raise SchemaError(f"features column {name!r} must have width {width} (the model's input dim), got {size}")
-    _no_nulls(array, name, keys)
-    values = array.values.slice(array.offset * size, len(array) * size)   # the rows' values, at the slice offset
+_LIST_TYPES = (pa.types.is_fixed_size_list, pa.types.is_list, pa.types.is_large_list)
+
+
+def _list_features(array: pa.Array, name: str, width: int | None, keys: pa.Array) -> np.ndarray:
+    if not (any(is_type(array.type) for is_type in _LIST_TYPES) and pa.types.is_floating(array.type.value_type)):
+        raise SchemaError(f"features column {name!r} must be FixedSizeList<float32|float64>[F] (or a List/LargeList "
+                          f"of floats whose rows all hold F values), got {array.type}")
+    if pa.types.is_fixed_size_list(array.type):
+        size = array.type.list_size
+        if width is not None and size != width:
+            raise SchemaError(f"features column {name!r} must have width {width} (the model's input dim), got {size}")
+        _no_nulls(array, name, keys)
+        values = array.values.slice(array.offset * size, len(array) * size)   # the rows' values, at the offset
+    else:
+        _no_nulls(array, name, keys)
+        size = _common_length(array, name, width, keys)
+        values = array.flatten()   # the rows' values, at the slice offset
+    return _values_to_rows(values, len(array), size, name, keys)
+
+
+def _common_length(array: pa.Array, name: str, width: int | None, keys: pa.Array) -> int:
+    """The one length every row of a variable-size list column has (``width`` when known)."""
+    lengths = array.value_lengths().to_numpy(zero_copy_only=False)
+    if not len(lengths):
+        return width or 0
+    size = int(lengths[0]) if width is None else width
+    wrong = np.flatnonzero(lengths != size)
+    if len(wrong):
+        row = int(wrong[0])
+        why = "the model's input dim" if width is not None else "the length of row 0"
+        raise StreamError(f"features column {name!r} row {row} (stream {describe_key(keys, row)}) holds "
+                          f"{int(lengths[row])} values, expected {size} ({why}); every row needs the same length",
+                          row=row)
+    return size
+
+
+def _values_to_rows(values: pa.Array, rows: int, size: int, name: str, keys: pa.Array) -> np.ndarray:
     if values.null_count:
         row = int(np.flatnonzero(~values.is_valid().to_numpy(zero_copy_only=False))[0]) // size
         raise StreamError(f"column {name!r} has a null feature value at row {row} "
@@ -136,7 +167,7 @@ def _fixed_size_features(array: pa.Array, name: str, width: int | None, keys: pa
     x = values.to_numpy(zero_copy_only=True) if len(values) else np.empty(0, np.float32)
     if x.dtype == np.float16:
         x = x.astype(np.float32)
-    return x.reshape(len(array), size)
+    return x.reshape(rows, size)
 
 
 def _scalar_features(batch: pa.RecordBatch, names: tuple[str, ...], width: int | None,
@@ -241,7 +272,8 @@ class BatchParser:
                         return ParsedBatch(rows, keys, x)
         parsed = parse_batch(batch, columns, width=width, expected_key_kind=expected_key_kind,
                              time_type=time_type, allow_nonfinite=allow_nonfinite, dtype=dtype)
-        if simple and not pa.types.is_dictionary(parsed.keys.type):
+        features_type = batch.schema.field(columns.features).type if simple else None
+        if simple and not pa.types.is_dictionary(parsed.keys.type) and pa.types.is_fixed_size_list(features_type):
             schema = batch.schema
             features = schema.field(columns.features).type
             if features.value_type in (pa.float32(), pa.float64()):   # float16 values are converted: no fast path
@@ -269,7 +301,7 @@ def parse_batch(batch: Any, columns: Columns, *, width: int | None, expected_key
     keys = _keys(batch, columns.key, expected_key_kind)
     if isinstance(columns.features, str):
         array = _column(batch, columns.features, "features")
-        x = _fixed_size_features(array, columns.features, width, keys)
+        x = _list_features(array, columns.features, width, keys)
         feature_name = columns.features
     else:
         x = _scalar_features(batch, columns.features, width, keys)

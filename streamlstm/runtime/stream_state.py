@@ -81,18 +81,21 @@ class StreamStateMixin:
             start += count
         return grouped
 
-    def reset(self, keys: Iterable[Any] | None = None) -> None:
+    def reset(self, keys: Iterable[Any] | None = None) -> int:
         """Zero the carries and previous outputs of ``keys`` (all streams when None); streams stay
-        held and keep their last time. Unknown keys are ignored (they would start from zeros anyway)."""
+        held and keep their last time. Unknown keys are ignored (they would start from zeros anyway).
+
+        Returns the number of streams reset: the held streams among ``keys`` (each counted once)."""
         with self._lock:
             if self._store is None:
-                return
+                return 0
             if keys is None:
                 self._store.zero()
-                return
+                return len(self._store)
             slots = self._held_slots(keys)
             if len(slots):
                 self._store.zero(slots)
+            return len(slots)
 
     def forget(self, keys: Iterable[Any] | None = None) -> int:
         """Release ``keys`` (all streams when None): their carries, previous outputs and last times
@@ -109,7 +112,8 @@ class StreamStateMixin:
     def _held_slots(self, keys: Any) -> np.ndarray:
         if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
             raise ArgumentTypeError(f"`keys` must be an iterable of keys or None, got {type(keys).__name__}")
-        return np.array([s for s in (self._store.find(k) for k in keys) if s >= 0], np.int64)
+        # Each held stream once, however often its key is named.
+        return np.unique(np.array([s for s in (self._store.find(k) for k in keys) if s >= 0], np.int64))
 
 
 def _kind_of(key: Any, expected: str | None = None) -> str:

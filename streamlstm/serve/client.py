@@ -141,10 +141,11 @@ class Client:
             raise _error(exc) from exc
 
     # -- actions -------------------------------------------------------------------------------------
-    def reset(self, keys: Iterable[Any] | None = None) -> None:
-        """Zero the carries of ``keys`` (every stream when None) on the server."""
+    def reset(self, keys: Iterable[Any] | None = None) -> int:
+        """Zero the carries of ``keys`` (every stream when None) on the server; returns the number of
+        streams reset (the server's ``{"reset": n}``: held streams only, an unknown key resets nothing)."""
         body = b"" if keys is None else protocol.encode_json({"keys": list(keys)})
-        self._action("reset", body)
+        return int(self._action("reset", body)["reset"])
 
     def stats(self) -> dict[str, Any]:
         """The server's runtime counters (rows, batches, streams, ...) and its own under ``server``."""

@@ -15,8 +15,8 @@ call             request                              response
 ``DoGet``        ticket: JSON ``{"keys": [k, ...]}``  the buffered ``DoPut`` output rows of those streams
                  or ``{"keys": null}`` (every stream) (each stream's rows in arrival order, streams in
                                                       ticket order), removed from the buffer as returned
-``DoAction``     ``reset``: body empty (every stream) JSON ``{"reset": n}`` (n keys asked, or null = all)
-                 or JSON ``{"keys": [k, ...]}``
+``DoAction``     ``reset``: body empty (every stream) JSON ``{"reset": n}``: n streams reset (held ones;
+                 or JSON ``{"keys": [k, ...]}``       an unknown key resets nothing)
                  ``stats``: body empty                JSON: the runtime's counters (rows, batches,
                                                       streams, ...) and ``server`` (rounds, rows per round,
                                                       errors, feeders, put buffer, checkpoints)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -19,6 +21,29 @@ from streamlstm.serve.security import BearerTokenAuth
 __all__ = ["StreamServer"]
 
 _SHUTTING_DOWN = "the server is shutting down; the batch was not applied: send it again after the restart"
+
+
+def check_can_listen(location: str) -> None:
+    """Refuse, in one line, a fixed port that something already listens on (gRPC would only log it).
+
+    The probe binds with ``SO_REUSEADDR``, as servers do, so a port in TIME_WAIT is not mistaken for a used one.
+    """
+    parts = urlsplit(location)
+    if not parts.port:
+        return
+    host = parts.hostname or "127.0.0.1"
+    try:
+        infos = socket.getaddrinfo(host, parts.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {location}: unknown host {host!r} ({exc})") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {location}: {exc.strerror or exc} (another server uses the port? "
+                              f"pick another --port, or 0 for any free one)") from exc
 
 
 class _Gate:
@@ -65,22 +90,26 @@ class StreamServer(flight.FlightServerBase):
         checkpoint (callable, None): ``checkpoint(runtime, version) -> dict`` writing a checkpoint; it is
             called with no batch in progress. Without it the ``checkpoint`` action is refused.
         version (int, 0): the count of state changes so far (a resumed server continues the count).
+        start (str, "new"): how the state began, reported by ``stats()["server"]["start"]``: "new",
+            "resumed" (from a checkpoint) or "fresh" (``--resume`` found no checkpoint: started empty).
     """
 
     def __init__(self, runtime: Any, location: str = "grpc://127.0.0.1:0", *, token: str | None = None,
                  tls: tuple[bytes, bytes] | None = None, max_delay_ms: float = 2.0, max_batch_rows: int = 16384,
                  put_buffer_rows: int = 1024, checkpoint: Callable[[Any, int], dict] | None = None,
-                 version: int = 0) -> None:
+                 version: int = 0, start: str = "new") -> None:
         if max_delay_ms < 0:
             raise ConfigError(f"`max_delay_ms` must be >= 0, got {max_delay_ms!r}")
         if max_batch_rows < 1:
             raise ConfigError(f"`max_batch_rows` must be a positive integer, got {max_batch_rows!r}")
         if put_buffer_rows < 0:
             raise ConfigError(f"`put_buffer_rows` must be >= 0, got {put_buffer_rows!r}")
+        check_can_listen(location)
         super().__init__(location, tls_certificates=[flight.CertKeyPair(*tls)] if tls else None,
                          middleware={"auth": BearerTokenAuth(token)} if token else None)
         self.runtime = runtime
         self.version = version
+        self.start = start
         self._state = threading.Lock()  # a fed round, a reset and a checkpoint exclude each other
         self._checkpoint = checkpoint
         self.checkpoints: list[dict] = []
@@ -103,9 +132,9 @@ class StreamServer(flight.FlightServerBase):
     def _reset(self, body: bytes) -> dict:
         keys = protocol.keys_from_json(protocol.decode_json(body, "the reset body"), "the reset body")
         with self._state:
-            self.runtime.reset(keys)
+            count = self.runtime.reset(keys)
             self.version += 1
-        return {"reset": None if keys is None else len(keys)}
+        return {"reset": count}
 
     def checkpoint(self) -> dict:
         """Write a checkpoint now, between micro-batches; returns what the checkpoint function returned."""
@@ -134,6 +163,7 @@ class StreamServer(flight.FlightServerBase):
             **counters, "mean_round_rows": counters["rows"] / rounds if rounds else 0.0,
             "mean_round_batches": counters["batches"] / rounds if rounds else 0.0,
             "feeders": self.batcher.feeders, "coalesce": self.batcher.coalesce, "version": self.version,
+            "start": self.start,
             "put_buffer_rows": self.outputs.rows, "put_rows_dropped": self.outputs.rows_dropped,
             "checkpoints": len(self.checkpoints), "last_checkpoint": self.checkpoints[-1] if self.checkpoints else None,
             "draining": self._gate.closed, "uptime_seconds": time.monotonic() - self._started}

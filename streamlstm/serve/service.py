@@ -82,11 +82,12 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
                                            "device": device, "recover": checkpoint is not None}
     runtime = _runtime(state, model, device, options, cluster)
     scheme = "grpc+tls" if tls else "grpc"
+    start = "resumed" if state is not None else "fresh" if resume else "new"
     try:
         server = StreamServer(runtime, f"{scheme}://{host}:{port}", token=token, tls=tls, max_delay_ms=max_delay_ms,
                               max_batch_rows=max_batch_rows, put_buffer_rows=put_buffer_rows,
                               checkpoint=_checkpoint_function(store, shards is not None),
-                              version=store.version if store is not None else 0)
+                              version=store.version if store is not None else 0, start=start)
     except (pa.ArrowException, OSError) as exc:  # port taken, address not local, TLS refused by gRPC
         if shards is not None:
             runtime.close()
@@ -98,8 +99,10 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8815
     restore = _on_signals(stop)
     failed = True
     try:
+        notes = {"new": "", "resumed": ", resumed",
+                 "fresh": f", --resume: no checkpoint in {checkpoint} yet, starting fresh"}
         print(f"streamlstm serve: listening on {scheme}://{host}:{server.port} ({len(runtime):,} streams"
-              f"{', resumed' if state is not None else ''})", flush=True)
+              f"{notes[start]})", flush=True)
         _run_until(stop, server, store, checkpoint_every)
         failed = False
     finally:

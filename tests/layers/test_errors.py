@@ -22,7 +22,7 @@ BAD_ARGUMENTS = [
     ({"units": 3, "dropout": "0.1"}, ArgumentTypeError, r"`dropout` must be a float in \[0, 1\), got str"),
     ({"units": 3, "recurrent_dropout": 1.5}, ConfigError, r"`recurrent_dropout` must be in \[0, 1\), got 1.5"),
     ({"units": 3, "implementation": 3}, ConfigError, r"`implementation` must be 1 or 2, got 3"),
-    ({"units": 3, "implementation": 0}, ConfigError, r"`implementation` must be 1 or 2, got 0"),
+    ({"units": 3, "implementation": -1}, ConfigError, r"`implementation` must be 1 or 2, got -1"),
     ({"units": 3, "activation": "tanhh"}, ConfigError, r"`activation`: unknown activation 'tanhh'; expected one of"),
     ({"units": 3, "recurrent_activation": "sigmod"}, ConfigError,
      r"`recurrent_activation`: unknown activation 'sigmod'"),
@@ -91,7 +91,7 @@ BAD_CALLS = [
      r"`mask` must have shape .*\(2, 4\).*got \(4, 2\)"),
     ("mask rank 1", {"mask": np.ones(8, bool)}, ShapeError, r"`mask` must have shape .*got \(8,\)"),
     ("batch mismatch", {"inputs": np.zeros((3, 4, 3), np.float32)}, StateError,
-     r"`inputs` batch size must be 2 \(fixed at build\), got 3"),
+     r"`inputs` batch size must be 2 \(fixed by its first build or call; reset_states\(\) keeps it\), got 3"),
     ("one initial state", {"initial_state": [torch.zeros(2, 4)]}, ShapeError,
      r"`initial_state` must hold 2 tensors \(state_size \[4, 4\]\), got 1"),
     ("initial state shape", {"initial_state": [torch.zeros(2, 4), torch.zeros(2, 5)]}, ShapeError,
@@ -186,7 +186,7 @@ def test_set_weights_without_bias_and_before_build() -> None:
     with pytest.raises(ShapeError, match=r"list of 2 arrays \(cell.kernel, cell.recurrent_kernel\), got 3 arrays"):
         layer.set_weights([*layer.get_weights(), np.zeros(16)])
     with pytest.raises(ConfigError, match=r"LSTM.set_weights\(\) needs a built layer"):
-        sl.LSTM(3).set_weights([])
+        sl.LSTM(3).set_weights([np.zeros((2, 12))])
 
 
 def test_input_on_another_device_is_named() -> None:

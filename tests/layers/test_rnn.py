@@ -242,7 +242,7 @@ def test_stacked_get_initial_state_and_weights_order() -> None:
 
 def test_stacked_cells_accept_a_user_cell() -> None:
     layer = sl.RNN([sl.LSTMCell(2), SumCell().float()], return_state=True)
-    out, (h, c), (s,) = layer(torch.randn(2, 4, 2))
+    out, (h, c), s = layer(torch.randn(2, 4, 2))   # an int state_size: a bare tensor, as Keras
     assert out.shape == (2, 3) and h.shape == (2, 2) and s.shape == (2, 3)
 
 
@@ -252,7 +252,7 @@ def test_stateful_carries_states_and_resets() -> None:
     layer = make_lstm(3, 2, stateful=True, return_state=True)
     reference = make_lstm(3, 2, return_state=True)
     x1, x2 = torch.randn(2, 3, 2), torch.randn(2, 4, 2)
-    assert layer.states is None
+    assert layer.states is None   # built without a batch size
     _, h1, c1 = layer(x1)
     assert_all_close(layer.states, [h1, c1])
     assert not any(s.requires_grad for s in layer.states)

@@ -147,7 +147,7 @@ def test_config_and_serialize_round_trips(build) -> None:
 
 def test_lstm_config_has_every_keras_argument() -> None:
     config = sl.LSTM(3).get_config()
-    assert set(NON_DEFAULT) | set(RNN_FLAGS) | {"units"} == set(config)
+    assert set(NON_DEFAULT) | set(RNN_FLAGS) | {"units", "name", "trainable"} == set(config)
     assert config["kernel_initializer"] == {"class_name": "GlorotUniform", "config": {"seed": None}}
 
 

@@ -7,6 +7,7 @@ The kernel is this interpreter: jupyter_client starts the ``python3`` kernel spe
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from pathlib import Path
 
@@ -40,14 +41,15 @@ def test_every_notebook_is_built_and_none_has_outputs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(_builder().NOTEBOOKS))
-def test_notebook_runs_in_a_kernel(name):
+def test_notebook_runs_in_a_kernel(name, tmp_path):
+    """... and leaves nothing behind in the temporary directory (the kernel's TMPDIR is a fresh one)."""
     path = NOTEBOOKS / name
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=LIMIT_SECONDS, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
     started = time.monotonic()
     try:
-        client.execute()
+        client.execute(env={**os.environ, "TMPDIR": str(tmp_path)})
     except Exception as exc:  # noqa: BLE001 - CellExecutionError, CellTimeoutError, DeadKernelError
         pytest.fail(f"notebook {path} failed: {type(exc).__name__}: {exc}", pytrace=False)
     seconds = time.monotonic() - started
@@ -57,3 +59,5 @@ def test_notebook_runs_in_a_kernel(name):
     assert kinds & {"image/png", "text/html"}, f"the last cell of {path} shows nothing worth looking at: {kinds}"
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.output_type == "error"]
     assert not errors, f"notebook {path}: {errors[0]}"
+    left = sorted(entry.name for entry in tmp_path.iterdir() if entry.name.startswith("streamlstm"))
+    assert not left, f"notebook {path} left {left} in the temporary directory"

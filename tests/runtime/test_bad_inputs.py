@@ -62,6 +62,18 @@ CASES = {
     "null feature row": (with_column("x", pa.array([[1.0] * F, None, [1.0] * F], pa.list_(pa.float32(), F))),
                          StreamError, r"'x' has a null at row 1 \(stream 2\)"),
     "null feature value": (with_column("x", null_feature), StreamError, r"null feature value at row 1 \(stream 2\)"),
+    "list feature row too short": (with_column("x", pa.array([[1.0] * F, [1.0] * F, [1.0] * (F - 1)],
+                                                              pa.list_(pa.float32()))),
+                                   StreamError, r"features column 'x' row 2 \(stream 9\) holds 2 values, expected 3 "
+                                                r"\(the model's input dim\)"),
+    "large list feature row": (with_column("x", pa.array([[1.0] * F, [1.0] * (F + 2), [1.0] * F],
+                                                         pa.large_list(pa.float64()))),
+                               StreamError, r"row 1 \(stream 2\) holds 5 values, expected 3"),
+    "list of ints": (with_column("x", pa.array([[1] * F] * 3, pa.list_(pa.int64()))), SchemaError,
+                     r"List/LargeList of floats whose rows all hold F values\), got list<item: int64>"),
+    "null in list feature": (with_column("x", pa.array([[1.0] * F, [1.0, None, 1.0], [1.0] * F],
+                                                       pa.list_(pa.float32()))),
+                             StreamError, r"null feature value at row 1 \(stream 2\)"),
     "nan feature": (with_column("x", fixed_list(nan_x)), StreamError, r"non-finite value \(nan\) at row 1, feature 2 "
                                                                      r"\(stream 2\)"),
     "mask not bool": (with_column("m", pa.array([1, 0, 1])), SchemaError, r"mask column 'm' must be bool, got int64"),
@@ -86,6 +98,22 @@ def test_bad_batch_raises_and_changes_nothing(name):
     assert snapshot(rt) == before
     rt.feed(pa.record_batch(good_columns()))   # still usable afterwards
     assert snapshot(rt) != before
+
+
+@pytest.mark.parametrize("list_type", [pa.list_, pa.large_list])
+@pytest.mark.parametrize("dtype", [pa.float32(), pa.float64()])
+def test_list_features_give_the_fixed_size_list_numbers(list_type, dtype):
+    """A List/LargeList features column whose rows all hold F values feeds like FixedSizeList, sliced too."""
+    rng = np.random.default_rng(3)
+    keys, x = [1, 2, 1, 3, 2, 1], rng.normal(size=(6, F))
+    reference = sl.StreamRuntime(lstm(4), key="id", features="x")
+    expected = reference.feed(make_batch(keys, x.astype(np.float32 if dtype == pa.float32() else np.float64)))
+    rt = sl.StreamRuntime(lstm(4), key="id", features="x")
+    batch = pa.record_batch({"id": pa.array(keys, pa.int64()), "x": pa.array(x.tolist(), list_type(dtype))})
+    first = rt.feed(batch.slice(0, 2))
+    rest = rt.feed(batch.slice(2))
+    got = np.concatenate([first.column("output").flatten().to_numpy(), rest.column("output").flatten().to_numpy()])
+    np.testing.assert_allclose(got, expected.column("output").flatten().to_numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_stream_error_is_a_value_error():

@@ -25,10 +25,10 @@ def test_state_set_state_and_reset():
         np.testing.assert_array_equal(a[0], b[0])
     out1 = outputs(rt.feed(make_batch([1, 3], np.ones((2, F)))))
     np.testing.assert_allclose(out1[0], out1[1], rtol=1e-6)
-    rt.reset([1, 99])                            # unknown keys are ignored
+    assert rt.reset([1, 99, 1]) == 1             # unknown keys are ignored; a key counts once
     assert not any(a.any() for pair in rt.state(1) for a in pair)
     assert any(a.any() for pair in rt.state(2) for a in pair)
-    rt.reset()
+    assert rt.reset() == 3
     assert not any(a.any() for key in rt.keys() for pair in rt.state(key) for a in pair)
     assert len(rt) == 3
     with pytest.raises(StateError, match="no stream with key 42"):

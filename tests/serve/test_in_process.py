@@ -81,9 +81,17 @@ def test_a_micro_batch_equals_feeding_its_batches_in_arrival_order(model_file):
 
 
 def test_one_client_on_an_idle_server_does_not_wait(model_file):
-    batcher = MicroBatcher(local_runtime(model_file).feed, max_delay=10.0)
+    """With one open call the round starts at once: the lone batch is answered (correctly) long before
+    ``max_delay`` (60 s) could have passed, in a round of its own."""
+    batcher = MicroBatcher(local_runtime(model_file).feed, max_delay=60.0)
     batcher.add_feeder()
-    batcher.submit(make_batch(np.array([1]), np.random.default_rng(0)))  # would take 10 s if it waited
+    batch = make_batch(np.array([1, 2, 1]), np.random.default_rng(0))
+    started = time.monotonic()
+    result = batcher.submit(batch)
+    waited = time.monotonic() - started
+    assert waited < 30.0, f"a lone client waited {waited:.1f} s (max_delay 60 s)"
+    assert batcher.counters["rounds"] == 1 and batcher.counters["batches"] == 1
+    assert_same_outputs(result, local_runtime(model_file).feed(batch))
 
 
 def test_go_backwards_models_feed_each_batch_alone(tmp_path):
@@ -123,11 +131,11 @@ def test_put_then_get_and_actions(server, model_file):
         assert client.get([7]).num_rows == 0 and client.get().column(0).to_pylist() == [8, 8]
         stats = client.stats()
         assert stats["rows"] == 7 and stats["server"]["put_buffer_rows"] == 0
-        client.reset([7])
+        assert client.reset([7, 12345]) == 1   # 12345 is no stream: nothing to reset
         reference.reset([7])
         batch = make_batch(np.array([7, 8]), rng)
         assert_same_outputs(client.feed(batch), reference.feed(batch))
-        client.reset()
+        assert client.reset() == 2
         reference.reset()
         assert_same_outputs(client.feed(batch), reference.feed(batch))
         assert list(client.exchange([])) == []
