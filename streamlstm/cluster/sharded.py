@@ -118,10 +118,7 @@ class ShardedRuntime:
         self._options = {k: v for k, v in self._local.config().items() if k not in _EVICTION}
         self._model_bytes = model_to_bytes(model)
         self._ray = start_ray(address)
-        cpus = self._ray.cluster_resources().get("CPU", 0)
-        if shards * num_cpus > cpus:
-            raise ConfigError(f"{shards} shards x num_cpus={num_cpus} need {shards * num_cpus:g} CPUs but the Ray "
-                              f"cluster has {cpus:g}; use fewer shards or a smaller num_cpus")
+        _check_cpus(self._ray, shards, num_cpus)
         self._actor = self._ray.remote(Shard).options(num_cpus=num_cpus, num_gpus=num_gpus)
         self._threads = threads_per_shard
         self._shards = [self._spawn() for _ in range(shards)]
@@ -425,3 +422,23 @@ class ShardedRuntime:
                 f"key={self.columns.key!r}, features={self.columns.features!r})")
 
 
+# How long CPUs that just-killed actors held may take to show as free again in Ray's resource view.
+FREE_CPU_WAIT_SECONDS = 10.0
+
+
+def _check_cpus(ray: Any, shards: int, num_cpus: float) -> None:
+    """Refuse shards Ray could never schedule: it would wait for free CPUs forever (e.g. while another
+    ShardedRuntime's actors hold them). Polls Ray's resource view for a few seconds first, since
+    actors killed just before release their CPUs a moment later."""
+    needed = shards * num_cpus
+    total = ray.cluster_resources().get("CPU", 0)
+    if needed > total:
+        raise ConfigError(f"{shards} shards x num_cpus={num_cpus} need {needed:g} CPUs but the Ray cluster has "
+                          f"{total:g}; use fewer shards or a smaller num_cpus")
+    deadline = _time.monotonic() + FREE_CPU_WAIT_SECONDS
+    while (free := ray.available_resources().get("CPU", 0)) < needed - 1e-9:
+        if _time.monotonic() > deadline:
+            raise ConfigError(f"{shards} shards x num_cpus={num_cpus} need {needed:g} CPUs but only {free:g} of "
+                              f"the Ray cluster's {total:g} are free: other actors hold the rest (another "
+                              f"ShardedRuntime? close() it first), or pass a smaller num_cpus")
+        _time.sleep(0.05)

@@ -131,3 +131,9 @@ def test_bad_options_are_refused_before_any_actor_starts():
         sl.ShardedRuntime(built, shards=5, key_groups=4)
     with pytest.raises(sl.errors.ConfigError, match="`mode` must be one of"):
         sl.ShardedRuntime(built, mode="fast")
+
+
+def test_shards_that_could_never_be_scheduled_are_refused_instead_of_waiting_forever(shared_sharded):
+    shared_sharded(2)   # the session's shared runtimes hold some of the session's 2 CPUs
+    with pytest.raises(sl.errors.ConfigError, match="are free: other actors hold the rest"):
+        sl.ShardedRuntime(model(), shards=2, num_cpus=0.99)
