@@ -412,10 +412,16 @@ class ShardedRuntime:
         self._log.clear()
 
     def close(self) -> None:
-        """End the shard actors (the Ray connection stays)."""
-        for actor in self._shards:
-            self._ray.kill(actor, no_restart=True)
-        self._shards = []
+        """End the shard actors (the Ray connection stays). After ``ray.shutdown()`` the actors are gone
+        already, and this only forgets them."""
+        shards, self._shards = self._shards, []
+        if not self._ray.is_initialized():
+            return
+        for actor in shards:
+            try:
+                self._ray.kill(actor, no_restart=True)
+            except self._ray.exceptions.ActorHandleNotFoundError:
+                return   # the handles belong to an earlier Ray session, which took the actors with it
 
     def __repr__(self) -> str:
         return (f"ShardedRuntime(shards={self.shards}, key_groups={self.key_groups}, "

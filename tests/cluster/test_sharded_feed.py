@@ -137,3 +137,4 @@ def test_shards_that_could_never_be_scheduled_are_refused_instead_of_waiting_for
     shared_sharded(2)   # the session's shared runtimes hold some of the session's 2 CPUs
     with pytest.raises(sl.errors.ConfigError, match="are free: other actors hold the rest"):
         sl.ShardedRuntime(model(), shards=2, num_cpus=0.99)
+
