@@ -135,6 +135,6 @@ def test_demo_runs_small_and_names_its_outputs(tmp_path):
     for name in ("sensors.arrow", "forecaster.slm", "forecasts.arrow", "forecasts.png"):
         assert str(tmp_path / name) in result.stdout
         assert (tmp_path / name).stat().st_size > 0
-    assert "last value (naive)" in result.stdout and "error reduction" in result.stdout
+    assert "last value (naive)" in result.stdout and "same time yesterday (naive)" in result.stdout
     assert "RNN(LSTMCell(4), return_sequences, return_state)" in result.stdout  # the layers showcase first
     assert np.isfinite(float(result.stdout.split("LSTM forecaster")[1].split()[0]))

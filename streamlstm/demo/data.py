@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["STEPS_PER_DAY", "TRAIN_FRACTION", "Dataset", "make_dataset"]
+__all__ = ["HORIZON", "STEPS_PER_DAY", "TRAIN_FRACTION", "Dataset", "make_dataset"]
 
 STEPS_PER_DAY = 288  # 5-minute readings
+HORIZON = 12  # the forecast looks an hour (12 readings) ahead
 TRAIN_FRACTION = 5 / 7  # the first days train the forecaster (and give each sensor's mean and scale)
 
 
@@ -32,6 +33,13 @@ class Dataset:
     sensors: int
     steps: int
 
+    def rows_at(self, sensor: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """The row of each (sensor, step) reading; -1 where there is none (an outage, or outside the data)."""
+        grid = np.full((self.sensors, self.steps), -1)
+        grid[self.sensor, self.step] = np.arange(len(self.step))
+        inside = (step >= 0) & (step < self.steps)
+        return np.where(inside, grid[sensor, np.clip(step, 0, self.steps - 1)], -1)
+
 
 def make_dataset(sensors: int, days: int, seed: int = 0) -> Dataset:
     """Readings of ``sensors`` sensors over ``days`` days (see the module docstring)."""
@@ -46,7 +54,7 @@ def make_dataset(sensors: int, days: int, seed: int = 0) -> Dataset:
     shocks = rng.normal(0, 0.08, (sensors, steps)) * amp / 4
     for i in range(1, steps):  # slow AR(1) drift: what the last reading knows and a mean does not
         drift[:, i] = 0.97 * drift[:, i - 1] + shocks[:, i]
-    noise = rng.normal(0, 0.35, (sensors, steps)) * amp / 4
+    noise = rng.normal(0, 0.2, (sensors, steps)) * amp / 4
     value = base + amp * (daily + weekly) + drift + noise
     anomaly = rng.random((sensors, steps)) < 0.002
     value = np.where(anomaly, value + rng.choice([-1, 1], value.shape) * rng.uniform(3, 6, value.shape) * amp / 2,

@@ -1,4 +1,5 @@
-"""The demo's plot: a few sensor streams over the held-out days, readings against forecasts."""
+"""The demo's plot: a few sensor streams over the held-out days, readings against the forecasts made an
+hour earlier (the LSTM's, and the last reading's)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from streamlstm.demo.data import STEPS_PER_DAY, Dataset
+from streamlstm.demo.data import HORIZON, STEPS_PER_DAY, Dataset
 
-_COLORS = {"reading": "#3b3b3b", "forecast": "#1f77b4", "anomaly": "#d62728", "outage": "#f2c57c"}
+_COLORS = {"reading": "#3b3b3b", "forecast": "#1f77b4", "naive": "#9a9a9a", "anomaly": "#d62728", "outage": "#f2c57c"}
 
 
 def _pick_sensors(data: Dataset, window: np.ndarray, count: int) -> list[int]:
@@ -43,14 +44,14 @@ def plot_forecasts(data: Dataset, forecast: np.ndarray, path: str | Path, *, tra
     for ax in axes:  # one legend for all panels: not every panel has an outage or an anomaly
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    figure.legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(0.005, 0.962), ncol=4,
+    figure.legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(0.005, 0.962), ncol=5,
                   fontsize=9, frameon=False)
     ticks = np.arange(show_from - show_from % (STEPS_PER_DAY // 4), data.steps + 1, STEPS_PER_DAY // 4)
     axes[-1].set_xticks(ticks)
     axes[-1].set_xticklabels([f"day {t // STEPS_PER_DAY + 1}\n{(t % STEPS_PER_DAY) // 12:02d}:00" for t in ticks],
                              fontsize=8)
     axes[-1].set_xlim(show_from, data.steps)
-    figure.suptitle("streamlstm replay: next-reading forecasts of an LSTM, per stream, on held-out data",
+    figure.suptitle("streamlstm replay: hour-ahead forecasts of an LSTM, per stream, on held-out data",
                     x=0.01, y=0.99, ha="left", fontsize=12, fontweight="bold")
     figure.tight_layout(rect=(0, 0, 1, 0.945))
     figure.savefig(path, dpi=110)
@@ -74,10 +75,16 @@ def _plot_sensor(ax: Any, data: Dataset, forecast: np.ndarray, sensor: int, show
     for number, (begin, end) in enumerate(spans):
         ax.axvspan(begin, end, color=_COLORS["outage"], alpha=0.45, lw=0, label=None if number else "outage (no rows)")
     ax.plot(_broken(steps, broken), _broken(values, broken), color=_COLORS["reading"], lw=0.9, label="reading")
-    # The forecast made at each reading is drawn at the next reading it predicts (none across an outage).
-    predicted = values[:-1] + forecast[rows[:-1]] * data.scale[sensor]
-    ax.plot(_broken(steps[1:], broken - 1), _broken(predicted, broken - 1), color=_COLORS["forecast"],
-            lw=1.4, alpha=0.9, label="LSTM forecast of the next reading")
+    # Each forecast is drawn at the reading it predicts, an hour after it was made (none across an outage).
+    origin = data.rows_at(np.full(len(rows), sensor), steps - HORIZON)
+    made = origin >= 0
+    lstm = np.full(len(rows), np.nan)
+    lstm[made] = data.value[origin[made]] + forecast[origin[made]] * data.scale[sensor]
+    naive = np.where(made, data.value[np.maximum(origin, 0)], np.nan)
+    ax.plot(_broken(steps, broken), _broken(naive, broken), color=_COLORS["naive"], lw=1.0, ls="--",
+            label="last value, an hour earlier (naive)")
+    ax.plot(_broken(steps, broken), _broken(lstm, broken), color=_COLORS["forecast"], lw=1.4, alpha=0.9,
+            label="LSTM forecast, made an hour earlier")
     spikes = data.anomaly[rows]
     ax.scatter(steps[spikes], values[spikes], s=36, marker="x", color=_COLORS["anomaly"], zorder=3, lw=1.8,
                label="anomaly")
