@@ -6,7 +6,6 @@ import datetime
 import threading
 import time as _time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from streamlstm.runtime.eviction import Eviction
 from streamlstm.runtime.execute import Outcome, execute
 from streamlstm.runtime.keys import KeyIndex, Lookup
 from streamlstm.runtime.model_plan import build_plan
+from streamlstm.runtime.prepared import BatchPlan, PreparedFeed
 from streamlstm.runtime.schema import BatchParser, Columns, ParsedBatch, key_kind
 from streamlstm.runtime.segments import RowPlan, plan_rows
 from streamlstm.runtime.store import Placement, Stamp, StreamStore
@@ -33,68 +33,6 @@ _MODES = ("auto", "step", "chunk")
 # Up to this many rows a batch takes step mode whatever the mode says: the sequence kernel's setup
 # costs more than the whole batch there (benchmarks/bench_runtime.py, forced chunk mode).
 TINY_ROWS = 64
-
-
-@dataclass
-class _BatchPlan:
-    """A batch's keys placed and its rows laid out; kept after a commit for the next batch with the
-    same key column (a fleet reporting in the same order every batch), with what execute derived from
-    it (``memo``)."""
-
-    placement: Placement
-    row_plans: dict[bool, RowPlan]
-    generation: int = -1
-    memo: dict = field(default_factory=dict)
-    committed: np.ndarray | None = None   # the keys' slots after the commit, when some were new
-    rows: RowPlan = field(init=False)     # the plan of the first direction (keys and lives are the same)
-
-    def __post_init__(self) -> None:
-        self.rows = next(iter(self.row_plans.values()))
-
-    def again(self) -> _BatchPlan:
-        """This plan for the next batch with the same keys: every key now has its slot."""
-        if self.committed is None:
-            return self
-        old, per_row = self.placement, self.committed[self.rows.key_of_row]
-        lookup = Lookup(per_row, per_row, np.empty(0, np.int64), old.lookup.distinct)
-        placement = Placement(old.keys, old.kind, lookup, old.key_rows, self.committed, old.released)
-        return _BatchPlan(placement, self.row_plans, self.generation)
-
-
-class PreparedFeed:
-    """A batch parsed, checked and computed by :meth:`StreamRuntime.prepare`, not applied yet.
-
-    :meth:`commit` applies it and returns the output batch :meth:`StreamRuntime.feed` would have
-    returned; :meth:`abort` drops it. Only one of them, once. ``state`` is "prepared", "committed" or
-    "aborted"; the other attributes are the runtime's working data."""
-
-    def __init__(self, runtime: StreamRuntime, token: tuple[Any, int], parsed: ParsedBatch) -> None:
-        self.runtime, self.token, self.parsed = runtime, token, parsed
-        self.state = "prepared"
-        self.kept: np.ndarray | None = None        # rows not dropped as late (None: all)
-        self.dropped = 0
-        self.computed: ParsedBatch | None = None   # the rows computed (``parsed`` less late rows)
-        self.plan: _BatchPlan | None = None
-        self.outcome: Outcome | None = None
-        self.fresh: tuple[StreamStore, report.OutputBuilder] | None = None   # the first batch's store
-        self.output: pa.RecordBatch | None = None
-
-    @property
-    def num_rows(self) -> int:
-        return self.parsed.num_rows
-
-    def commit(self) -> pa.RecordBatch:
-        """Apply the batch (see :meth:`StreamRuntime.commit`)."""
-        return self.runtime.commit(self)
-
-    def abort(self) -> None:
-        """Drop the batch: nothing of it is applied (idempotent; an error after a commit)."""
-        if self.state == "committed":
-            raise StreamError("this prepared feed was committed already; it cannot be aborted")
-        self.state = "aborted"
-
-    def __repr__(self) -> str:
-        return f"PreparedFeed(rows={self.num_rows:,}, state={self.state!r})"
 
 
 class StreamRuntime(StreamStateMixin, TransferMixin):
@@ -187,7 +125,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         self._lock = threading.RLock()
         self._store: StreamStore | None = None
         self._time_type: pa.DataType | None = None
-        self._recent: _BatchPlan | None = None
+        self._recent: BatchPlan | None = None
         self._output: report.OutputBuilder | None = None
         self.counters = dict.fromkeys(report.COUNTERS, 0)
         self.busy_seconds = 0.0
@@ -378,7 +316,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         self._evict()
         return prepared.output
 
-    def _batch_plan(self, parsed: ParsedBatch) -> _BatchPlan:
+    def _batch_plan(self, parsed: ParsedBatch) -> BatchPlan:
         """The keys resolved and the rows laid out, reused from the previous batch when it had the same
         key column (and neither batch resets or ends a stream)."""
         recent = self._recent
@@ -395,7 +333,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
                      for backwards in {stage.go_backwards for stage in self._plan.recurrent}}
         rows = next(iter(row_plans.values()))
         placement = Placement(parsed.keys, kind, lookup, rows.key_rows, lookup.slots[rows.key_rows], rows.key_released)
-        return _BatchPlan(placement, row_plans)
+        return BatchPlan(placement, row_plans)
 
     def _use_step(self, rows: RowPlan) -> bool:
         """Step mode for "step", ``return_state`` and tiny batches; in "auto" mode also when padding
@@ -408,7 +346,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         steps = rows.max_len
         return steps <= 2 or (steps <= 32 and rows.num_rows < 0.4 * rows.num_segments * steps)
 
-    def _compute(self, parsed: ParsedBatch, plan: _BatchPlan, store: StreamStore) -> Outcome:
+    def _compute(self, parsed: ParsedBatch, plan: BatchPlan, store: StreamStore) -> Outcome:
         """Every stage over the batch's rows, from the carries in ``store``; writes nothing."""
         x, mask = self._tensors(parsed, store.dtype)
         grad = torch.is_grad_enabled()
@@ -419,7 +357,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         finally:
             torch.set_grad_enabled(grad)
 
-    def _apply(self, parsed: ParsedBatch, plan: _BatchPlan, outcome: Outcome) -> None:
+    def _apply(self, parsed: ParsedBatch, plan: BatchPlan, outcome: Outcome) -> None:
         """Commit a computed batch: the only place a feed changes stream state."""
         store, rows, counters = self._store, plan.rows, self.counters
         last = rows.key_last_row
@@ -435,7 +373,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
             counters["resets"] += int(parsed.reset.sum())
         self._remember(parsed, plan, slots)
 
-    def _remember(self, parsed: ParsedBatch, plan: _BatchPlan, slots: np.ndarray) -> None:
+    def _remember(self, parsed: ParsedBatch, plan: BatchPlan, slots: np.ndarray) -> None:
         """Keep the plan for the next batch with the same keys, now that every key has its slot."""
         if plan is self._recent and plan.generation == self._store.generation:
             return   # still valid: the same keys again
