@@ -14,6 +14,12 @@ figures then mean nothing). Ray starts locally with one CPU per shard plus one.
    ``shards=1`` (goal: >= 1.6x).
 5. Rescale: 1M streams saved from 2 shards and loaded on 3: seconds, and the driver's peak resident set
    (the actors' memory is theirs and not counted).
+
+Where the time goes (printed after sections 1 and 2, for one more pass of the sharded runtime): per
+batch, the wall time, the driver's CPU time (all its threads: cutting, Ray submission and results,
+reassembly), each shard's compute (``busy_seconds``: prepare and commit), and the round trip of an
+empty Ray call to a shard. Section 4 prints the seconds the shard actors take to start (a fresh
+process importing torch each), measured apart, as they are part of every replay.
 """
 
 from __future__ import annotations
@@ -93,6 +99,27 @@ def throughput_section(title: str, sharded: sl.ShardedRuntime, batches: list[pa.
     results.append((title, "2 shards / local 1 thread", got["sharded"] / got["local 1 thread"], ">= 1.8"))
     results.append((title, "2 shards / local 2 threads", got["sharded"] / got["local 2 threads"], ">= 1.0"))
     print(f"{title}: " + ", ".join(f"{name} {rate:,.0f} rows/s" for name, rate in got.items()), flush=True)
+    breakdown(sharded, batches)
+
+
+def breakdown(sharded: sl.ShardedRuntime, batches: list[pa.RecordBatch]) -> None:
+    """Per batch: wall, driver CPU, each shard's compute, and an empty call's round trip (see the docstring)."""
+    import ray
+
+    before = [s["busy_seconds"] for s in sharded.stats()["shards"]]
+    cpu, wall = time.process_time(), time.perf_counter()
+    sharded_feeder(sharded)(batches)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    busy = [s["busy_seconds"] - b for s, b in zip(sharded.stats()["shards"], before)]
+    trips = []
+    for _ in range(50):
+        started = time.perf_counter()
+        ray.get(sharded.shard_actors()[0].ping.remote())
+        trips.append((time.perf_counter() - started) * 1e3)
+    n = len(batches)
+    print(f"  per batch: wall {wall / n * 1e3:.2f} ms, driver CPU {cpu / n * 1e3:.2f} ms, shard compute "
+          + " / ".join(f"{b / n * 1e3:.2f}" for b in busy) + f" ms; empty Ray call p50 {np.median(trips):.2f} ms",
+          flush=True)
 
 
 def latency_section(sharded: sl.ShardedRuntime, calls: int, results: list) -> None:
@@ -126,6 +153,9 @@ def replay_section(rows: int, directory: Path, results: list, cpus: float) -> No
     sl.save_model(make_model(), model)
     seconds = {}
     for shards in (1, 2):
+        started = time.perf_counter()
+        sl.ShardedRuntime(make_model(), shards=shards, key="id", num_cpus=cpus).close()
+        print(f"  {shards} shard actor(s) start in {time.perf_counter() - started:.2f} s", flush=True)
         started = time.perf_counter()
         sl.replay_to_file(source, model, directory / f"out-{shards}.arrow", key="id", shards=shards,
                           cpus_per_shard=cpus, progress=False)

@@ -9,9 +9,10 @@ actor) brings every shard back to exactly the batches landed so far (:meth:`Shar
 
 from __future__ import annotations
 
+import threading
 import time as _time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +69,7 @@ class ShardGroup:
     def __init__(self, ray: Any, spawn: Callable[[], Any], shards: int, splitter: Splitter, recover: bool) -> None:
         self.ray, self.spawn, self.splitter, self.recover = ray, spawn, splitter, recover
         self.actors = [spawn() for _ in range(shards)]
-        self.owed: dict[int, list[Any]] = {}   # shard -> status refs of the batch it holds prepared
+        self.owed: dict[int, tuple[int, list[Any]]] = {}   # shard -> (batch, its status refs): the feed it holds
         self.window: deque[Flight] = deque()   # batches sent, not landed, in order
         self.sent = 0                          # batch numbers given out
         self.landed = -1                       # the number of the last batch landed
@@ -79,25 +80,37 @@ class ShardGroup:
         self.batches = 0                       # batches landed in the runtime's life (a loaded one: since its start)
         self.seconds = 0.0
         self._last_landed = 0.0
+        # One feed at a time (its batches in ``window``); queries from other threads wait for a send or
+        # a land to finish, and see the batches landed.
+        self.lock = threading.RLock()
 
     # -- feeding ---------------------------------------------------------------------------------
     def send(self, flight: Flight) -> None:
         """Send ``flight``'s parts; each step carries the verdicts that settle its shard's pending feed."""
+        with self.lock:
+            self._send(flight)
+
+    def _send(self, flight: Flight) -> None:
         flight.seq, self.sent = self.sent, self.sent + 1
         flight.sent = _time.perf_counter()
         flight.statuses, flight.outputs = {}, {}
         for shard, part in flight.split.parts.items():
             call = self.actors[shard].step.options(num_returns=2)
-            flight.statuses[shard], flight.outputs[shard] = call.remote(flight.seq, part, *self.owed.pop(shard, ()))
+            _, verdicts = self.owed.pop(shard, (-1, []))
+            flight.statuses[shard], flight.outputs[shard] = call.remote(flight.seq, part, *verdicts)
         verdicts = list(flight.statuses.values())
         for shard in flight.statuses:
-            self.owed[shard] = verdicts
+            self.owed[shard] = (flight.seq, verdicts)
         self.window.append(flight)
 
     def land(self) -> tuple[Flight, dict[int, pa.RecordBatch]]:
         """Wait for the oldest batch in flight; it and its outputs by shard. A bad batch rewinds every shard
         to the batches landed before it and raises its error; a dead shard is restarted and the batches
         in flight are sent again."""
+        with self.lock:
+            return self._land()
+
+    def _land(self) -> tuple[Flight, dict[int, pa.RecordBatch]]:
         while True:
             flight = self.window[0]
             try:
@@ -109,7 +122,7 @@ class ShardGroup:
         errors = [renumber(*status, flight.split.rows[shard]) for shard, status in statuses.items()
                   if status is not PREPARED]
         if errors or flight.problem is not None:
-            self.rewind()
+            self._rewind()
             # An error without a row (a schema error) comes before row errors; then the first row.
             raise min(errors, key=lambda e: (e[1] >= 0, e[1]))[0] if errors else flight.problem
         self.window.popleft()
@@ -126,30 +139,36 @@ class ShardGroup:
     def ask(self, method: str, args_of: dict[int, tuple] | None = None) -> dict[int, Any]:
         """``method`` on every shard (or on the shards of ``args_of``, with those arguments), after the
         batches in flight and the pending feeds are settled; a dead shard is restarted and the call
-        repeated."""
-        self.discard()
-        while True:
-            calls = args_of if args_of is not None else dict.fromkeys(range(len(self.actors)), ())
-            try:
-                settled = [self.actors[s].settle.remote(*self.owed.pop(s)) for s in list(self.owed) if s in calls]
-                refs = {s: getattr(self.actors[s], method).remote(*a) for s, a in calls.items()}
-                return dict(zip(refs, self._get(list(refs.values()) + settled)))
-            except _ShardsDied:
-                self.rewind()
+        repeated. A batch still in flight (another thread's feed) is not seen."""
+        with self.lock:
+            while True:
+                calls = args_of if args_of is not None else dict.fromkeys(range(len(self.actors)), ())
+                try:
+                    settled = self._settle_landed(calls)
+                    refs = {s: getattr(self.actors[s], method).remote(*a) for s, a in calls.items()}
+                    return dict(zip(refs, self._get(list(refs.values()) + settled)))
+                except _ShardsDied:
+                    self._resend()
+
+    def _settle_landed(self, shards: Iterable[int]) -> list[Any]:
+        """Send ``settle`` to those of ``shards`` that hold a landed batch prepared; the refs of the calls."""
+        landed = [s for s in shards if s in self.owed and self.owed[s][0] <= self.landed]
+        return [self.actors[s].settle.remote(*self.owed.pop(s)[1]) for s in landed]
 
     def discard(self) -> None:
         """Drop the batches in flight that no caller will land (a ``feed_many`` left unfinished): they
         change nothing."""
-        if self.window:
-            self.rewind()
+        with self.lock:
+            if self.window or any(seq > self.landed for seq, _ in self.owed.values()):
+                self.rewind()
 
     def flush(self) -> None:
-        """Settle every pending feed now (the commits otherwise travel with the next call)."""
-        self.discard()
-        try:
-            self._get([self.actors[s].settle.remote(*self.owed.pop(s)) for s in list(self.owed)])
-        except _ShardsDied:
-            self.rewind()
+        """Settle every pending feed of a landed batch now (the commits otherwise travel with the next call)."""
+        with self.lock:
+            try:
+                self._get(self._settle_landed(list(self.owed)))
+            except _ShardsDied:
+                self._resend()
 
     # -- failures --------------------------------------------------------------------------------
     def _get(self, refs: list[Any]) -> list[Any]:
@@ -161,6 +180,10 @@ class ShardGroup:
     def rewind(self) -> None:
         """Bring every shard to exactly the batches landed: a live one commits its pending feed if that
         batch landed and drops it otherwise; a dead one is restarted. The batches in flight are dropped."""
+        with self.lock:
+            self._rewind()
+
+    def _rewind(self) -> None:
         self.window.clear()
         self.owed.clear()
         refs = [actor.settle_to.remote(self.landed) for actor in self.actors]
@@ -176,9 +199,9 @@ class ShardGroup:
     def _resend(self) -> None:
         """After a shard died: rewind, then send the batches that were in flight again, in order."""
         flights = list(self.window)
-        self.rewind()
+        self._rewind()
         for flight in flights:
-            self.send(flight)
+            self._send(flight)
 
     def _restart(self, shard: int) -> None:
         """Start a dead shard again: from the recovery point, then its part of every logged batch."""

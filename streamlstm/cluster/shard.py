@@ -98,8 +98,8 @@ class Shard:
     def state(self, key: Any) -> Any:
         return self.runtime.state(key)
 
-    def reset(self, keys: list[Any] | None) -> None:
-        self.runtime.reset(keys)
+    def reset(self, keys: list[Any] | None) -> int:
+        return self.runtime.reset(keys)
 
     def stats(self) -> dict[str, Any]:
         return self.runtime.stats()

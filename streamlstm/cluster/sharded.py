@@ -23,11 +23,16 @@ cost a call of its own: it travels with the shard's next call.
    output goes to the caller, and the batch joins the driver's log. So an output is returned only
    for a batch that every one of its shards prepared, and every such batch is committed by its
    shards' next calls. Before a query, ``reset``, ``save`` or ``close`` (and on :meth:`flush`) the
-   driver sends the owed verdicts first (``settle``), so those calls see every fed batch applied.
+   driver sends the owed verdicts of the landed batches first (``settle``), so those calls see every
+   batch whose output was returned, and none still in flight (e.g. a read between two outputs of
+   ``feed_many``, as replay's checkpoints do, or a read from another thread: one feed runs at a
+   time, and reads from other threads wait for its current send or land).
 4. A bad batch (an error status on any shard) is committed nowhere: the verdicts of later calls
    drop it. The driver then *rewinds* every shard to the batches landed (``settle_to(landed)``:
    commit the pending feed if its batch landed, drop it otherwise, which also drops a batch sent
-   behind the bad one) and raises the runtime's error, with row numbers of the whole batch.
+   behind the bad one) and raises the runtime's error, with row numbers of the whole batch. A batch
+   sent by a ``feed_many`` whose iteration stopped before its output was taken is dropped the same
+   way when the next feed starts.
 
 Fault recovery: the driver keeps the batches landed since the last checkpoint (:meth:`save`, or the
 start). A shard found dead (its actor gone: ``ray.kill``, a crashed process or node; a call whose
@@ -223,16 +228,14 @@ class ShardedRuntime:
         shard = self._shard_of(key)
         return self._group.ask("state", {shard: (key,)})[shard]
 
-    def reset(self, keys: Iterable[Any] | None = None) -> None:
-        """As :meth:`StreamRuntime.reset`: zero ``keys`` (all streams when None)."""
-        if keys is None:
-            self._group.ask("reset", dict.fromkeys(range(self.shards), (None,)))
-            return
-        keys = list(keys)
+    def reset(self, keys: Iterable[Any] | None = None) -> int:
+        """As :meth:`StreamRuntime.reset`: zero ``keys`` (all streams when None); the streams reset."""
         by_shard: dict[int, tuple] = {}
-        for key in keys:
+        if keys is None:
+            by_shard = dict.fromkeys(range(self.shards), (None,))
+        for key in [] if keys is None else list(keys):
             by_shard.setdefault(self._shard_of(key), ([],))[0].append(key)
-        self._group.ask("reset", by_shard)
+        return sum(self._group.ask("reset", by_shard).values())
 
     def stats(self) -> dict[str, Any]:
         """The totals, keyed as :meth:`StreamRuntime.stats` (``batches`` = batches fed to this runtime,

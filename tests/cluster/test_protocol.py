@@ -103,6 +103,18 @@ def test_the_commit_is_deferred_but_every_read_sees_it(shared_sharded, ray_sessi
         saved.close()
 
 
+def test_reads_between_the_outputs_of_feed_many_see_the_outputs_taken(shared_sharded):
+    """A read while ``feed_many`` has a batch in flight (what replay's checkpoints do) sees the batches
+    whose outputs were taken, and the pipeline goes on unharmed."""
+    runtime = shared_sharded(3)
+    keys = list(range(6 * 10**6, 6 * 10**6 + 9))
+    batches = [_batch(keys, seed, time=seed) for seed in range(5)]
+    local = sl.StreamRuntime(SHARED_MODEL, key_groups=16, **COLUMNS)
+    for out, batch in zip(runtime.feed_many(batches), batches):
+        assert_same_output(out, local.feed(batch))
+        assert_same_streams(runtime, local, keys)
+
+
 def test_an_unfinished_feed_many_applies_only_the_outputs_taken(shared_sharded):
     runtime = shared_sharded(3)
     keys = list(range(5 * 10**6, 5 * 10**6 + 9))
