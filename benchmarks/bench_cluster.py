@@ -9,16 +9,24 @@ figures then mean nothing). Ray starts locally with one CPU per shard plus one.
    thread (``feed_many``, pipelined) against one local ``StreamRuntime`` on 1 thread (goal: >= 1.8x its
    rows/s) and on 2 threads (goal: >= 1.0x).
 2. Chunks: 1,000 streams x 100 rows per batch, same model and comparisons, same goals.
-3. Latency: 1 row per ``feed`` through 2 shards against a local runtime: p50 and p99 (goal: p99 <= 5 ms).
+3. Latency: 1 row per ``feed`` through 2 shards against a local runtime: p50 and p99 (goal: p99 <= 5 ms),
+   on a busy machine: one process spins on a core meanwhile.
 4. Replay: ``replay_to_file`` of an Arrow file (4M rows; 1,000 streams, F=32) with ``shards=2`` against
    ``shards=1`` (goal: >= 1.6x).
 5. Rescale: 1M streams saved from 2 shards and loaded on 3: seconds, and the driver's peak resident set
    (the actors' memory is theirs and not counted).
+
+Where the time goes (printed after sections 1 and 2, for one more pass of the sharded runtime): per
+batch, the wall time, the driver's CPU time (all its threads: cutting, Ray submission and results,
+reassembly), each shard's compute (``busy_seconds``: prepare and commit), and the round trip of an
+empty Ray call to a shard. Section 4 prints the seconds the shard actors take to start (a fresh
+process importing torch each), measured apart, as they are part of every replay.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import statistics
@@ -27,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -93,9 +102,48 @@ def throughput_section(title: str, sharded: sl.ShardedRuntime, batches: list[pa.
     results.append((title, "2 shards / local 1 thread", got["sharded"] / got["local 1 thread"], ">= 1.8"))
     results.append((title, "2 shards / local 2 threads", got["sharded"] / got["local 2 threads"], ">= 1.0"))
     print(f"{title}: " + ", ".join(f"{name} {rate:,.0f} rows/s" for name, rate in got.items()), flush=True)
+    breakdown(sharded, batches)
+
+
+def breakdown(sharded: sl.ShardedRuntime, batches: list[pa.RecordBatch]) -> None:
+    """Per batch: wall, driver CPU, each shard's compute, and an empty call's round trip (see the docstring)."""
+    import ray
+
+    before = [s["busy_seconds"] for s in sharded.stats()["shards"]]
+    cpu, wall = time.process_time(), time.perf_counter()
+    sharded_feeder(sharded)(batches)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    busy = [s["busy_seconds"] - b for s, b in zip(sharded.stats()["shards"], before)]
+    trips = []
+    for _ in range(50):
+        started = time.perf_counter()
+        ray.get(sharded.shard_actors()[0].ping.remote())
+        trips.append((time.perf_counter() - started) * 1e3)
+    n = len(batches)
+    print(f"  per batch: wall {wall / n * 1e3:.2f} ms, driver CPU {cpu / n * 1e3:.2f} ms, shard compute "
+          + " / ".join(f"{b / n * 1e3:.2f}" for b in busy) + f" ms; empty Ray call p50 {np.median(trips):.2f} ms",
+          flush=True)
+
+
+def spin(stop: Any) -> None:
+    """Burn a core until ``stop`` is set (the busy machine of the latency section)."""
+    while not stop.is_set():
+        sum(range(10_000))
 
 
 def latency_section(sharded: sl.ShardedRuntime, calls: int, results: list) -> None:
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    spinner = context.Process(target=spin, args=(stop,), daemon=True)
+    spinner.start()
+    try:
+        measure_latency(sharded, calls, results)
+    finally:
+        stop.set()
+        spinner.join(timeout=60)
+
+
+def measure_latency(sharded: sl.ShardedRuntime, calls: int, results: list) -> None:
     rng = np.random.default_rng(3)
     local = sl.StreamRuntime(make_model(), key="id")
     samples: dict[str, list[float]] = {"sharded": [], "local": []}
@@ -124,8 +172,12 @@ def replay_section(rows: int, directory: Path, results: list, cpus: float) -> No
         writer.write_table(data, max_chunksize=65536)
     model = directory / "model.slm"
     sl.save_model(make_model(), model)
-    seconds = {}
+    seconds, starts = {}, {}
     for shards in (1, 2):
+        started = time.perf_counter()
+        sl.ShardedRuntime(make_model(), shards=shards, key="id", num_cpus=cpus).close()
+        starts[shards] = time.perf_counter() - started
+        print(f"  {shards} shard actor(s) start in {starts[shards]:.2f} s", flush=True)
         started = time.perf_counter()
         sl.replay_to_file(source, model, directory / f"out-{shards}.arrow", key="id", shards=shards,
                           cpus_per_shard=cpus, progress=False)
@@ -133,6 +185,8 @@ def replay_section(rows: int, directory: Path, results: list, cpus: float) -> No
         print(f"replay {rows:,} rows, {shards} shard(s): {seconds[shards]:.2f} s "
               f"({rows / seconds[shards]:,.0f} rows/s, actors started included)", flush=True)
     results.append(("replay", "shards 2 / shards 1 (rows/s)", seconds[1] / seconds[2], ">= 1.6"))
+    results.append(("replay", "the same, less the actors' start", (seconds[1] - starts[1]) / (seconds[2] - starts[2]),
+                    "-"))
 
 
 def rescale_section(streams: int, directory: Path, results: list, cpus: float) -> None:

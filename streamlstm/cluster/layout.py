@@ -3,6 +3,15 @@
 ``G`` key groups (:func:`streamlstm.key_group`) are dealt to ``N`` shards in contiguous ranges, as
 Flink does: shard ``i`` owns groups ``[floor(i * G / N), floor((i + 1) * G / N))``. Rescaling from N to
 M shards moves whole key groups; a stream never changes group, so a stream's rows always meet its state.
+
+Cutting a batch (:class:`Splitter`) costs, on the driver: the key groups of the key column (one
+vectorized hash), a stable counting sort of the rows by shard, one ``take`` per shard with rows, and
+putting the outputs back is one ``take`` with the inverse permutation. A batch whose rows all belong
+to one shard goes whole, and its output comes back as it is. A fleet that sends the same keys in the
+same order every batch pays for the hash and the sort once: the plan is kept while the key column is
+equal to the previous batch's (checked with ``Array.equals``, a memory comparison).
+(Arrow slices would avoid the ``take`` per shard, but a pickled slice carries its whole parent buffers
+to every shard.)
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import pyarrow as pa
 from streamlstm.errors import ConfigError
 from streamlstm.runtime.key_groups import key_group
 
-__all__ = ["BatchSplit", "ShardLayout"]
+__all__ = ["BatchSplit", "ShardLayout", "SplitPlan", "Splitter"]
 
 
 @dataclass(frozen=True)
@@ -56,37 +65,79 @@ class ShardLayout:
 
 
 @dataclass(frozen=True)
-class BatchSplit:
-    """A batch cut by shard: ``rows[i]`` are the input rows of shard ``i`` (in input order), ``parts[i]``
-    the rows themselves; shards without rows have none."""
+class SplitPlan:
+    """Where the rows of a batch go: ``rows[i]`` the input rows of shard ``i`` (in input order; shards
+    without rows are absent), ``inverse`` the permutation that puts the shards' outputs, concatenated in
+    shard order, back in input order (None when one shard holds every row)."""
 
     num_rows: int
     rows: dict[int, np.ndarray]
-    parts: dict[int, pa.RecordBatch]
+    inverse: np.ndarray | None
 
     @classmethod
-    def of(cls, batch: pa.RecordBatch, key: str, layout: ShardLayout) -> BatchSplit:
-        """Cut ``batch`` by the shard of each row's key (a bad key column raises from :func:`key_group`)."""
-        shard = layout.shard_of_group()[key_group(batch.column(key), layout.groups)]
-        if layout.shards == 1 or not len(shard):
-            return cls(batch.num_rows, {0: np.arange(batch.num_rows)}, {0: batch})
-        order = np.argsort(shard, kind="stable")
-        counts = np.bincount(shard, minlength=layout.shards)
-        rows, parts, start = {}, {}, 0
+    def of(cls, shard: np.ndarray, shards: int) -> SplitPlan:
+        """The plan for rows whose shards are ``shard`` (int array, one per row)."""
+        n = len(shard)
+        counts = np.bincount(shard, minlength=shards)
+        if shards == 1 or int(counts.max(initial=0)) == n:
+            return cls(n, {int(shard[0]) if n else 0: np.arange(n)}, None)
+        # A stable sort of small integers is a radix sort in numpy: linear in the rows.
+        order = np.argsort(shard.astype(np.uint8 if shards < 256 else np.int32), kind="stable")
+        rows, start = {}, 0
         for index, count in enumerate(counts.tolist()):
             if count:
-                picked = order[start:start + count]
-                rows[index] = picked
-                parts[index] = batch if count == batch.num_rows else batch.take(pa.array(picked))
+                rows[index] = order[start:start + count]
             start += count
-        return cls(batch.num_rows, rows, parts)
+        inverse = np.empty(n, np.int64)
+        inverse[order] = np.arange(n)
+        return cls(n, rows, inverse)
+
+
+@dataclass(frozen=True)
+class BatchSplit:
+    """A batch cut by shard: ``parts[i]`` are the rows of shard ``i`` (``plan.rows[i]``, in input order)."""
+
+    plan: SplitPlan
+    parts: dict[int, pa.RecordBatch]
+
+    @property
+    def rows(self) -> dict[int, np.ndarray]:
+        return self.plan.rows
+
+    @classmethod
+    def whole(cls, batch: pa.RecordBatch, shard: int = 0) -> BatchSplit:
+        """``batch`` whole to ``shard`` (e.g. shard 0, to name what is wrong with a batch)."""
+        n = batch.num_rows if isinstance(batch, pa.RecordBatch) else 0
+        return cls(SplitPlan(n, {shard: np.arange(n)}, None), {shard: batch})
 
     def assemble(self, outputs: dict[int, pa.RecordBatch]) -> pa.RecordBatch:
         """The shards' output batches put back in input order: what one runtime would have returned."""
-        if len(outputs) == 1:
+        if self.plan.inverse is None:
             return next(iter(outputs.values()))
-        shards = sorted(outputs)
-        table = pa.Table.from_batches([outputs[s] for s in shards])
-        inverse = np.empty(self.num_rows, np.int64)
-        inverse[np.concatenate([self.rows[s] for s in shards])] = np.arange(self.num_rows)
-        return table.take(pa.array(inverse)).combine_chunks().to_batches()[0]
+        joined = pa.concat_batches([outputs[s] for s in sorted(outputs)])
+        return joined.take(pa.array(self.plan.inverse))
+
+
+class Splitter:
+    """Cuts batches by the shard of their key column, keeping the last plan for an equal key column."""
+
+    def __init__(self, key: str, layout: ShardLayout) -> None:
+        self.key, self.layout = key, layout
+        self._owner = layout.shard_of_group()
+        self._last: tuple[pa.Array, SplitPlan] | None = None
+
+    def plan(self, keys: pa.Array | pa.ChunkedArray) -> SplitPlan:
+        """The plan for a key column (a bad one raises from :func:`key_group`)."""
+        last = self._last
+        if last is not None and (last[0] is keys or (len(last[0]) == len(keys) and last[0].equals(keys))):
+            return last[1]
+        plan = SplitPlan.of(self._owner[key_group(keys, self.layout.groups)], self.layout.shards)
+        self._last = (keys, plan)
+        return plan
+
+    def split(self, batch: pa.RecordBatch) -> BatchSplit:
+        """Cut ``batch`` (a missing key column raises KeyError, a bad one from :func:`key_group`)."""
+        plan = self.plan(batch.column(self.key))
+        if plan.inverse is None:
+            return BatchSplit(plan, {next(iter(plan.rows)): batch})
+        return BatchSplit(plan, {shard: batch.take(pa.array(rows)) for shard, rows in plan.rows.items()})

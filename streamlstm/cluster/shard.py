@@ -1,9 +1,17 @@
 """One shard of a :class:`~streamlstm.cluster.ShardedRuntime`: a Ray actor holding a StreamRuntime.
 
-The actor is a thin owner of its runtime: every method is a public StreamRuntime method, plus the
-two-phase feed (:meth:`Shard.prepare`, then :meth:`Shard.commit` or :meth:`Shard.abort`) and the
-checkpoint files. Errors of a bad batch come back as values (not raised through Ray, which would wrap
-them), with the row they name (``StreamError.row``) translated from the shard's part to the whole batch.
+The actor is a thin owner of its runtime: public StreamRuntime methods, the checkpoint files, and the
+shard's half of the one-round-trip feed (the protocol is in :mod:`streamlstm.cluster.sharded`):
+
+- :meth:`Shard.step` first *settles* the feed the shard prepared last (commits it when every verdict
+  is :data:`PREPARED`, else drops it), then prepares its part of the new batch and keeps it pending.
+  The verdicts are the statuses every shard returned for that earlier batch: the driver passes their
+  Ray object refs, and Ray hands the actor their values once all shards have answered.
+- :meth:`Shard.settle` settles alone (before a query, a save, a reset); :meth:`Shard.settle_to`
+  settles by sequence number after a failure (commit what the driver has returned to its caller).
+
+Errors of a bad batch come back as values (not raised through Ray, which would wrap them): the status
+``(error, row)`` names the row of the shard's part (-1 for none); the driver renumbers it.
 """
 
 from __future__ import annotations
@@ -11,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import torch
 
@@ -20,17 +27,9 @@ from streamlstm.io.model_file import model_from_bytes
 from streamlstm.io.runtime_file import load_runtime, save_runtime
 from streamlstm.runtime import PreparedFeed, StreamRuntime
 
-__all__ = ["Shard", "renumber_rows"]
+__all__ = ["PREPARED", "Shard"]
 
-
-def renumber_rows(error: StreamLSTMError, rows: np.ndarray) -> tuple[StreamLSTMError, int]:
-    """``error`` naming the row of the whole batch (``rows[i]``) instead of row ``i`` of the shard's part,
-    and that row (-1 when the error names none: it does not depend on the part, e.g. a schema error)."""
-    row = error.row if isinstance(error, StreamError) else None
-    if row is None or not 0 <= row < len(rows):
-        return error, -1
-    whole = int(rows[row])
-    return type(error)(str(error).replace(f"row {row}", f"row {whole}", 1), row=whole), whole
+PREPARED = True   # the status of a part prepared without error (any other status is ``(error, row)``)
 
 
 class Shard:
@@ -41,34 +40,46 @@ class Shard:
         self.model_bytes, self.options, self.device = model, options, device
         self.runtime = self._fresh()
         self.pending: PreparedFeed | None = None
+        self.pending_seq = -1   # the batch number of ``pending``
 
     def _fresh(self) -> StreamRuntime:
         return StreamRuntime(model_from_bytes(self.model_bytes, device=self.device), device=self.device,
                              **self.options)
 
     # -- feeding ---------------------------------------------------------------------------------
-    def prepare(self, part: pa.RecordBatch, rows: np.ndarray) -> pa.RecordBatch | tuple[StreamLSTMError, int]:
-        """Prepare ``part`` (the batch's ``rows``); its output, or ``(error, first row)`` for a bad batch."""
-        self.abort()
+    def step(self, seq: int, part: pa.RecordBatch, *verdicts: Any) -> tuple[Any, pa.RecordBatch | None]:
+        """Settle the pending feed by ``verdicts``, then prepare ``part`` (batch number ``seq``) and keep it
+        pending: ``(PREPARED, output)``, or ``((error, row of the part or -1), None)`` for a bad part.
+        (Called with ``num_returns=2``: the status and the output are two objects, so that the next
+        batch's verdicts carry only the statuses.)"""
+        self.settle(*verdicts)
         try:
             self.pending = self.runtime.prepare(part)
         except StreamLSTMError as exc:
-            return renumber_rows(exc, rows)
-        return self.pending.output
+            row = exc.row if isinstance(exc, StreamError) and exc.row is not None else -1
+            return (exc, row), None
+        self.pending_seq = seq
+        return PREPARED, self.pending.output
 
-    def commit(self) -> int:
-        """Apply the prepared part; the rows applied."""
+    def settle(self, *verdicts: Any) -> None:
+        """Commit the pending feed if every verdict is :data:`PREPARED` (its batch was good on every
+        shard), else drop it. Nothing pending: nothing to do."""
         prepared, self.pending = self.pending, None
-        return prepared.commit().num_rows
+        if prepared is None:
+            return
+        if verdicts and all(v is PREPARED for v in verdicts):
+            prepared.commit()
+        else:
+            prepared.abort()
 
-    def abort(self) -> None:
-        if self.pending is not None:
-            self.pending.abort()
-            self.pending = None
+    def settle_to(self, landed: int) -> None:
+        """After a failure: commit the pending feed if its batch number is at most ``landed`` (the driver
+        returned that batch's output), else drop it."""
+        self.settle(*([PREPARED] if self.pending_seq <= landed else []))
 
     def feed(self, part: pa.RecordBatch) -> int:
         """Feed ``part`` at once (replaying the driver's log after a restart); the rows fed."""
-        self.abort()
+        self.settle()
         return self.runtime.feed(part).num_rows
 
     # -- streams ---------------------------------------------------------------------------------
@@ -87,19 +98,14 @@ class Shard:
     def state(self, key: Any) -> Any:
         return self.runtime.state(key)
 
-    def reset(self, keys: list[Any] | None) -> None:
-        self.abort()
-        self.runtime.reset(keys)
+    def reset(self, keys: list[Any] | None) -> int:
+        return self.runtime.reset(keys)
 
     def stats(self) -> dict[str, Any]:
         return self.runtime.stats()
 
     def export_streams(self, key_groups: Iterable[int] | None = None) -> pa.Table:
         return self.runtime.export_streams(key_groups=key_groups)
-
-    def import_streams(self, table: pa.Table) -> int:
-        self.abort()
-        return self.runtime.import_streams(table)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save(self, path: str) -> None:
@@ -110,7 +116,7 @@ class Shard:
         """Replace the runtime: the one saved at ``paths[0]`` (``key_groups`` None: this shard's own file,
         counters included), or a fresh one holding the streams of ``key_groups`` from every file of
         ``paths`` (another layout; counters start at zero). Returns the streams held."""
-        self.abort()
+        self.settle()
         if key_groups is None:
             self.runtime = load_runtime(paths[0], device=self.device)
             return len(self.runtime)
@@ -126,4 +132,3 @@ class Shard:
         runtime = runtime if runtime is not None else self._fresh()
         self.runtime = runtime
         return len(runtime)
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,19 @@ def make_batch(keys: list, x: np.ndarray, mask: Any = None, reset: Any = None, e
         columns[name] = pa.array(np.full(n, default) if value is None else np.asarray(value, bool))
     columns["t"] = pa.array(np.arange(n) if time is None else np.asarray(time), pa.int64())
     return pa.record_batch(columns)
+
+
+def kill(ray, actor, timeout: float = 60.0) -> None:
+    """``ray.kill`` the actor and wait until it is gone (the kill is asynchronous: a call sent at once
+    could still be answered)."""
+    ray.kill(actor)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.ping.remote(), timeout=timeout)
+        except ray.exceptions.RayActorError:
+            return
+    raise AssertionError(f"actor {actor} still answers {timeout} s after ray.kill")
 
 
 SHARED_MODEL = model()   # the model of the session's shared sharded runtimes (conftest.shared_sharded)

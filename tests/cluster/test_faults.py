@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-from cluster_helpers import ACTOR_CPUS, COLUMNS, assert_same_output, assert_same_streams, make_batch, model
+from cluster_helpers import ACTOR_CPUS, COLUMNS, assert_same_output, assert_same_streams, kill, make_batch, model
 
 import streamlstm as sl
 from streamlstm.runtime.report import COUNTERS
 
 MODEL = model(2)
-
-
-def kill(ray, actor, timeout: float = 60.0) -> None:
-    """``ray.kill`` the actor and wait until it is gone (the kill is asynchronous: a call sent at once
-    could still be answered)."""
-    ray.kill(actor)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            ray.get(actor.ping.remote(), timeout=timeout)
-        except ray.exceptions.RayActorError:
-            return
-    raise AssertionError(f"actor {actor} still answers {timeout} s after ray.kill")
 
 
 def test_killed_shards_recover_with_no_lost_or_repeated_effect(ray_session, tmp_path):

@@ -108,8 +108,7 @@ def test_state_len_keys_reset_and_stats(shared_sharded):
     batch = make_batch(keys, _rows(4, 5), time=[1, 1, 1, 2], key_type="str")
     assert_same_output(runtime.feed(batch), local.feed(batch))
     assert "b-only" in runtime and "z-only" not in runtime and len(runtime) >= 3
-    runtime.reset(["a-only", "zz"])
-    local.reset(["a-only", "zz"])
+    assert runtime.reset(["a-only", "zz", "a-only"]) == local.reset(["a-only", "zz", "a-only"]) == 1
     assert_same_streams(runtime, local, local.keys())
     later = make_batch(keys, _rows(4, 6), time=[3, 3, 3, 4], key_type="str")
     assert_same_output(runtime.feed(later), local.feed(later))
