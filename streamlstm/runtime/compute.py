@@ -101,7 +101,14 @@ def _put(target: torch.Tensor, index: torch.Tensor | slice, values: torch.Tensor
 def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayout,
                      states: list[torch.Tensor]) -> StageResult:
     """Chunk mode without padding (see :class:`~streamlstm.runtime.segments.RaggedLayout`): ``x`` [n, F]
-    in input order, no mask; outputs in input order, final states per segment."""
+    in input order, no mask; outputs in input order, final states per segment.
+
+    The prefix (every segment's first ``steps`` rows) runs as one time-major sequence through the
+    layer's sequence kernel; each tail round runs the segments still going one step further, through
+    the same kernel (a sequence of length 1 from the states the segments reached: PyTorch's fused
+    kernel also for those rows). A segment's final states are those of the last round it ran in; the
+    rounds' finals replace the rows of their segments out of place, so nothing the kernel returned
+    or the slabs hold is written."""
     segments, steps = states[0].shape[0], layout.steps
     head = None if layout.prefix_rows is None else torch.as_tensor(layout.prefix_rows, device=x.device)
     prefix = x[:steps * segments] if head is None else x.index_select(0, head)
@@ -112,14 +119,20 @@ def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayou
         out[:steps * segments].view(steps, segments, stage.units).copy_(outputs.transpose(0, 1))
     else:
         out.index_copy_(0, head, outputs.transpose(0, 1).reshape(steps * segments, stage.units))
-    final = [f.clone() for f in final]   # written in place below: never the kernel's or the slabs' memory
     for seg_ids, row_ids in layout.tail:
         segs, rows = _rows(seg_ids, x.device), _rows(row_ids, x.device)
-        new = cells_step(stage, _take(x, rows), [_take(f, segs) for f in final], None)
-        _put(out, rows, new[-2])
-        for f, value in zip(final, new):
-            _put(f, segs, value)
-    return StageResult(out, final, None)
+        step_out, _, new = stage.runner.run_sequences(_take(x, rows)[:, None], None, [_take(f, segs) for f in final],
+                                                      training=False)
+        _put(out, rows, step_out[:, 0])
+        final = [_replaced(f, segs, value) for f, value in zip(final, new)]
+    return StageResult(out, list(final), None)
+
+
+def _replaced(values: torch.Tensor, index: torch.Tensor | slice, rows: torch.Tensor) -> torch.Tensor:
+    """A copy of ``values`` whose rows at ``index`` are ``rows`` (one pass; ``values`` is only read)."""
+    if isinstance(index, slice):
+        return torch.cat([values[:index.start], rows, values[index.stop:]])
+    return values.index_copy(0, index, rows)
 
 
 def cells_step(stage: RecurrentStage, x: torch.Tensor, states: list[torch.Tensor],
