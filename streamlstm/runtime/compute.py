@@ -104,11 +104,14 @@ def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayou
     in input order, no mask; outputs in input order, final states per segment.
 
     The prefix (every segment's first ``steps`` rows) runs as one time-major sequence through the
-    layer's sequence kernel; each tail round runs the segments still going one step further, through
-    the same kernel (a sequence of length 1 from the states the segments reached: PyTorch's fused
-    kernel also for those rows). A segment's final states are those of the last round it ran in; the
-    rounds' finals replace the rows of their segments out of place, so nothing the kernel returned
-    or the slabs hold is written."""
+    layer's sequence kernel; each tail round runs the segments still going one cell step further. A
+    segment's final states are those of the last round it ran in; the rounds' finals replace the rows
+    of their segments out of place, so nothing the kernel returned or the slabs hold is written.
+
+    The tail takes cell steps, not the sequence kernel at length 1: on the CPU PyTorch's sequence
+    kernel is oneDNN's, which builds a primitive for every new batch size (about 1.5 ms, and tails
+    vary in size from batch to batch) and is no faster than a cell step at one step (measured on
+    300-5,536 rows)."""
     segments, steps = states[0].shape[0], layout.steps
     head = None if layout.prefix_rows is None else torch.as_tensor(layout.prefix_rows, device=x.device)
     prefix = x[:steps * segments] if head is None else x.index_select(0, head)
@@ -121,9 +124,8 @@ def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayou
         out.index_copy_(0, head, outputs.transpose(0, 1).reshape(steps * segments, stage.units))
     for seg_ids, row_ids in layout.tail:
         segs, rows = _rows(seg_ids, x.device), _rows(row_ids, x.device)
-        step_out, _, new = stage.runner.run_sequences(_take(x, rows)[:, None], None, [_take(f, segs) for f in final],
-                                                      training=False)
-        _put(out, rows, step_out[:, 0])
+        new = cells_step(stage, _take(x, rows), [_take(f, segs) for f in final], None)
+        _put(out, rows, new[-2])
         final = [_replaced(f, segs, value) for f, value in zip(final, new)]
     return StageResult(out, list(final), None)
 
