@@ -157,11 +157,15 @@ class RaggedLayout:
 
     ``prefix_rows[t * S + s]`` is the input row of step ``t`` of segment ``s`` (None: ``0 .. steps * S
     - 1``, the prefix is the head of the batch); ``tail`` holds per extra round the segments still
-    running and their input rows."""
+    running and their input rows. ``time_major``: the batch is all of it in order, row ``t * S + s``
+    being step ``t`` of segment ``s`` for every row (the prefix is the head, one tail round of
+    segments ``0 .. r - 1`` on the last rows): a time-major block cut after its last row, which
+    :func:`~streamlstm.layers.fused.fused_lstm_cut` runs in one kernel call."""
 
     steps: int
     prefix_rows: np.ndarray | None
     tail: list[tuple[np.ndarray, np.ndarray]]
+    time_major: bool = False
 
 
 def ragged_layout(plan: RowPlan) -> RaggedLayout | None:
@@ -185,7 +189,10 @@ def ragged_layout(plan: RowPlan) -> RaggedLayout | None:
         for step in range(shortest, longest):
             at = np.flatnonzero(pos == step)
             tail.append((seg_of[at], rows[at]))
-        layout = RaggedLayout(shortest, _identity_or(prefix, len(prefix)), tail)
+        prefix_rows = _identity_or(prefix, len(prefix))
+        time_major = (prefix_rows is None and len(tail) == 1 and _identity_or(tail[0][0], len(tail[0][0])) is None
+                      and (tail[0][1] == _arange(n)[len(prefix):]).all())
+        layout = RaggedLayout(shortest, prefix_rows, tail, bool(time_major))
     plan.__dict__["_ragged_layout"] = layout
     return layout
 
