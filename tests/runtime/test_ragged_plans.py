@@ -12,7 +12,7 @@ import torch
 from runtime_helpers import F, feed_all, lstm, two_lstm_model, whole_sequence
 
 import streamlstm as sl
-from streamlstm.runtime import segments
+from streamlstm.runtime import segments, slabs
 from streamlstm.runtime.segments import plan_rows, ragged_layout, step_layout
 
 NEVER = 1 << 62   # PERIODIC_ROWS that turns the shared plans off
@@ -138,7 +138,8 @@ def test_streams_with_one_to_three_extra_rows_match_one_call_per_stream(name, ex
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_a_recording_cut_into_batches_takes_the_shared_plan_with_the_same_numbers(name, monkeypatch):
+def test_a_recording_cut_into_batches_takes_the_shortcuts_with_the_same_numbers(name, monkeypatch):
+    """The shared plan, the one-call fused stage of a time-major cut and the rotated slots' slices."""
     rng = np.random.default_rng(9)
     model = MODELS[name]()
     keys = np.tile(np.arange(70), 9)
@@ -146,6 +147,7 @@ def test_a_recording_cut_into_batches_takes_the_shared_plan_with_the_same_number
     cuts = list(range(150, len(keys), 150))   # streams get 2 or 3 rows; the last batch 1 or 2
     fresh = feed_all(sl.StreamRuntime(model, key="id", features="x"), keys, x, cuts)
     monkeypatch.setattr(segments, "PERIODIC_ROWS", 1)
+    monkeypatch.setattr(slabs, "ROTATED_ROWS", 2)   # the batches' slots are rotated ranges: two slices
     shared = feed_all(sl.StreamRuntime(model, key="id", features="x"), keys, x, cuts)
     np.testing.assert_array_equal(shared, fresh)
     if name not in BACKWARDS:
