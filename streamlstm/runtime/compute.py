@@ -109,16 +109,16 @@ def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayou
     segment's final states are those of the last round it ran in; the rounds' finals replace the rows
     of their segments out of place, so nothing the kernel returned or the slabs hold is written.
 
+    The tail takes cell steps, not the sequence kernel at length 1: on the CPU PyTorch's sequence
+    kernel is oneDNN's, which builds a primitive for every new batch size (about 1.5 ms, and tails
+    vary in size from batch to batch) and is no faster than a cell step at one step (measured on
+    300-5,536 rows).
+
     A ``time_major`` layout of a fused LSTM layer instead runs in one kernel call
     (:func:`~streamlstm.layers.fused.fused_lstm_cut`): the missing rows of the last step are inert
     padding, ``S - r`` rows of compute, and the outputs are the kernel's own buffer. That saves the
     tail's cell step (about 1.5x the kernel's cost per row on the CPU), the copy of the outputs into
-    place and the finals' copy (measured about as fast on one thread, faster on two).
-
-    The tail takes cell steps, not the sequence kernel at length 1: on the CPU PyTorch's sequence
-    kernel is oneDNN's, which builds a primitive for every new batch size (about 1.5 ms, and tails
-    vary in size from batch to batch) and is no faster than a cell step at one step (measured on
-    300-5,536 rows)."""
+    place and the finals' copy (measured about as fast on one thread, faster on two)."""
     segments, steps = states[0].shape[0], layout.steps
     if layout.time_major and stage.fused:
         cell = stage.cells[0]
