@@ -19,6 +19,11 @@ step. Outputs are put back with the repeat-previous-output rule, in one ``index_
 
 Rows without a real step keep their initial states. The saturation holds while ``|x @ kernel + h @
 recurrent_kernel + bias|`` stays far below ``BIG`` (1e6, or 1e4 in float16), true of any trained LSTM.
+
+:func:`fused_lstm_cut` uses the same padding for sequences stored time-major and cut after any row (a
+recording of ``B`` streams cut into batches of a fixed number of rows): the batch is the head of a
+time-major ``[steps, B]`` block, only the last step is partly padding, so the kernel's own output
+buffer, read time-major, holds the outputs in the rows' order (no gather, no copy).
 """
 
 from __future__ import annotations
@@ -64,14 +69,53 @@ def fused_lstm(x: torch.Tensor, mask: torch.Tensor | None, h0: torch.Tensor, c0:
         return (outputs if return_sequences else None), outputs[:, -1], [h0, c0]
     seen = torch.cumsum(mask, dim=1)   # real steps of each row up to and including t
     compact = _compact_inputs(x, mask, seen, lengths, steps)
-    inert = torch.zeros(1, 4 * units, dtype=kernel.dtype, device=kernel.device)
-    inert[0, :units], inert[0, units:2 * units] = -_big(kernel.dtype), _big(kernel.dtype)
-    out, _, c_n = native_sequence(compact, h0, c0, torch.cat([kernel, inert]), recurrent_kernel, bias)
+    out, _, c_n = native_sequence(compact, h0, c0, _with_padding_feature(kernel), recurrent_kernel, bias)
     rows = torch.arange(batch, device=x.device)
     last_real = out[rows, (lengths - 1).clamp(min=0)]
     h_n = torch.where((lengths > 0)[:, None], last_real, h0)
     outputs = _scatter_outputs(out, mask, seen, lengths, before_first, zero_output_for_mask, return_sequences)
     return (outputs if return_sequences else None), outputs[:, -1], [h_n, c_n]
+
+
+def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tensor, kernel: torch.Tensor,
+                   recurrent_kernel: torch.Tensor,
+                   bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``batch`` sequences stored time-major and cut after any row, from ``(h0, c0)`` [batch, units].
+
+    ``x`` [n, features]: row ``t * batch + b`` is step ``t`` of sequence ``b``, so with ``steps =
+    ceil(n / batch)`` and ``r = n - (steps - 1) * batch`` the first ``r`` sequences have ``steps`` steps
+    and the others ``steps - 1``. The missing rows of the last step are inert padding (module
+    docstring): ``c`` passes them unchanged; ``h`` of the shorter sequences is their output at step
+    ``steps - 2`` (their initial ``h`` when ``steps`` is 1). Costs the padding rows' compute, ``batch -
+    r`` of them, and one copy of the inputs (with the indicator column).
+
+    Returns ``(outputs [n, units], h_n, c_n)``; ``outputs`` is a view of the kernel's output buffer
+    (``steps * batch`` rows, time-major), in the rows' order.
+    """
+    n, features = x.shape
+    steps = -(-n // batch)
+    short = steps * batch - n   # sequences without a last step: the last ``short`` ones
+    if not short:
+        out, h_n, c_n = native_sequence(x.view(steps, batch, features).transpose(0, 1), h0, c0, kernel,
+                                        recurrent_kernel, bias)
+        return out.transpose(0, 1).reshape(n, -1), h_n, c_n
+    table = x.new_zeros(steps * batch, features + 1)   # inputs plus the indicator column
+    table[:n, :features] = x
+    table[n:, features] = 1
+    out, h_n, c_n = native_sequence(table.view(steps, batch, features + 1).transpose(0, 1), h0, c0,
+                                    _with_padding_feature(kernel), recurrent_kernel, bias)
+    flat = out.transpose(0, 1).reshape(steps * batch, -1)   # a view: the kernel writes time-major
+    last_real = flat[n - batch:(steps - 1) * batch] if steps > 1 else h0[batch - short:]
+    return flat[:n], torch.cat([h_n[:batch - short], last_real]), c_n
+
+
+def _with_padding_feature(kernel: torch.Tensor) -> torch.Tensor:
+    """``kernel`` [features, 4u] with the indicator feature's row: ``-BIG`` on the input gate, ``+BIG``
+    on the forget gate, 0 elsewhere (padding steps then keep ``c`` bit for bit)."""
+    units = kernel.shape[1] // 4
+    inert = kernel.new_zeros(1, 4 * units)
+    inert[0, :units], inert[0, units:2 * units] = -_big(kernel.dtype), _big(kernel.dtype)
+    return torch.cat([kernel, inert])
 
 
 def _scatter_outputs(out: torch.Tensor, mask: torch.Tensor, seen: torch.Tensor, lengths: torch.Tensor,

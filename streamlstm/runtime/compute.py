@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from streamlstm.layers.fused import fused_lstm_cut
 from streamlstm.runtime.model_plan import RecurrentStage
 from streamlstm.runtime.segments import RaggedLayout, RowPlan, StepLayout
 from streamlstm.runtime.slabs import contiguous_start
@@ -101,8 +102,28 @@ def _put(target: torch.Tensor, index: torch.Tensor | slice, values: torch.Tensor
 def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayout,
                      states: list[torch.Tensor]) -> StageResult:
     """Chunk mode without padding (see :class:`~streamlstm.runtime.segments.RaggedLayout`): ``x`` [n, F]
-    in input order, no mask; outputs in input order, final states per segment."""
+    in input order, no mask; outputs in input order, final states per segment.
+
+    The prefix (every segment's first ``steps`` rows) runs as one time-major sequence through the
+    layer's sequence kernel; each tail round runs the segments still going one cell step further. A
+    segment's final states are those of the last round it ran in; the rounds' finals replace the rows
+    of their segments out of place, so nothing the kernel returned or the slabs hold is written.
+
+    The tail takes cell steps, not the sequence kernel at length 1: on the CPU PyTorch's sequence
+    kernel is oneDNN's, which builds a primitive for every new batch size (about 1.5 ms, and tails
+    vary in size from batch to batch) and is no faster than a cell step at one step (measured on
+    300-5,536 rows).
+
+    A ``time_major`` layout of a fused LSTM layer instead runs in one kernel call
+    (:func:`~streamlstm.layers.fused.fused_lstm_cut`): the missing rows of the last step are inert
+    padding, ``S - r`` rows of compute, and the outputs are the kernel's own buffer. That saves the
+    tail's cell step (about 1.5x the kernel's cost per row on the CPU), the copy of the outputs into
+    place and the finals' copy (measured about as fast on one thread, faster on two)."""
     segments, steps = states[0].shape[0], layout.steps
+    if layout.time_major and stage.fused:
+        cell = stage.cells[0]
+        out, h, c = fused_lstm_cut(x, segments, states[0], states[1], cell.kernel, cell.recurrent_kernel, cell.bias)
+        return StageResult(out, [h, c], None)
     head = None if layout.prefix_rows is None else torch.as_tensor(layout.prefix_rows, device=x.device)
     prefix = x[:steps * segments] if head is None else x.index_select(0, head)
     x_pad = prefix.view(steps, segments, x.shape[1]).transpose(0, 1)   # time-major: the kernel's own layout
@@ -112,14 +133,19 @@ def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayou
         out[:steps * segments].view(steps, segments, stage.units).copy_(outputs.transpose(0, 1))
     else:
         out.index_copy_(0, head, outputs.transpose(0, 1).reshape(steps * segments, stage.units))
-    final = [f.clone() for f in final]   # written in place below: never the kernel's or the slabs' memory
     for seg_ids, row_ids in layout.tail:
         segs, rows = _rows(seg_ids, x.device), _rows(row_ids, x.device)
         new = cells_step(stage, _take(x, rows), [_take(f, segs) for f in final], None)
         _put(out, rows, new[-2])
-        for f, value in zip(final, new):
-            _put(f, segs, value)
-    return StageResult(out, final, None)
+        final = [_replaced(f, segs, value) for f, value in zip(final, new)]
+    return StageResult(out, list(final), None)
+
+
+def _replaced(values: torch.Tensor, index: torch.Tensor | slice, rows: torch.Tensor) -> torch.Tensor:
+    """A copy of ``values`` whose rows at ``index`` are ``rows`` (one pass; ``values`` is only read)."""
+    if isinstance(index, slice):
+        return torch.cat([values[:index.start], rows, values[index.stop:]])
+    return values.index_copy(0, index, rows)
 
 
 def cells_step(stage: RecurrentStage, x: torch.Tensor, states: list[torch.Tensor],

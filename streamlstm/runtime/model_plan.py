@@ -35,6 +35,7 @@ import torch
 
 from streamlstm.errors import ArgumentTypeError, ConfigError
 from streamlstm.keras_import.modules import KerasMasking, KerasModel, not_streamable
+from streamlstm.layers.lstm import LSTM
 from streamlstm.layers.lstm_cell import LSTMCell
 from streamlstm.layers.rnn import RNN
 from streamlstm.layers.stacked_rnn_cells import StackedRNNCells
@@ -59,6 +60,12 @@ class RecurrentStage:
     @property
     def units(self) -> int:
         return self.cells[-1].units
+
+    @property
+    def fused(self) -> bool:
+        """One LSTM layer (one cell) that takes PyTorch's fused kernel in inference: its weights can go
+        to :mod:`streamlstm.layers.fused` directly."""
+        return isinstance(self.runner, LSTM) and self.runner.fused_eligible(False)
 
     @property
     def layers(self) -> str:

@@ -16,6 +16,7 @@ one round per position (step mode). The committed state of a key is its last seg
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 __all__ = ["RaggedLayout", "RowPlan", "StepLayout", "plan_rows", "ragged_layout", "step_layout"]
 
 RAGGED_ROUNDS = 2   # at most this many rows per stream beyond the shortest stream's take step mode
+PERIODIC_ROWS = 4096   # from this many rows a batch is checked for the recorded-live pattern (_period)
 _ARANGE = np.arange(1 << 16)
 _ARANGE.flags.writeable = False
 
@@ -155,11 +157,15 @@ class RaggedLayout:
 
     ``prefix_rows[t * S + s]`` is the input row of step ``t`` of segment ``s`` (None: ``0 .. steps * S
     - 1``, the prefix is the head of the batch); ``tail`` holds per extra round the segments still
-    running and their input rows."""
+    running and their input rows. ``time_major``: the batch is all of it in order, row ``t * S + s``
+    being step ``t`` of segment ``s`` for every row (the prefix is the head, one tail round of
+    segments ``0 .. r - 1`` on the last rows): a time-major block cut after its last row, which
+    :func:`~streamlstm.layers.fused.fused_lstm_cut` runs in one kernel call."""
 
     steps: int
     prefix_rows: np.ndarray | None
     tail: list[tuple[np.ndarray, np.ndarray]]
+    time_major: bool = False
 
 
 def ragged_layout(plan: RowPlan) -> RaggedLayout | None:
@@ -183,7 +189,10 @@ def ragged_layout(plan: RowPlan) -> RaggedLayout | None:
         for step in range(shortest, longest):
             at = np.flatnonzero(pos == step)
             tail.append((seg_of[at], rows[at]))
-        layout = RaggedLayout(shortest, _identity_or(prefix, len(prefix)), tail)
+        prefix_rows = _identity_or(prefix, len(prefix))
+        time_major = (prefix_rows is None and len(tail) == 1 and _identity_or(tail[0][0], len(tail[0][0])) is None
+                      and (tail[0][1] == _arange(n)[len(prefix):]).all())
+        layout = RaggedLayout(shortest, prefix_rows, tail, bool(time_major))
     plan.__dict__["_ragged_layout"] = layout
     return layout
 
@@ -229,6 +238,9 @@ def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: 
     if distinct:
         return _one_row_per_key(n, reset, end)
     if (reset is None or not reset.any()) and (end is None or not end.any()):
+        period = _period(group) if n >= PERIODIC_ROWS else None
+        if period is not None:
+            return _periodic_plan(n, period, backwards)
         return _one_segment_per_key(group, backwards)
     order, key_start = _order_by_key(group)
     life_start = key_start.copy()
@@ -297,6 +309,43 @@ def _one_segment_per_key(group: np.ndarray, backwards: bool) -> RowPlan:
     plan.__dict__["_max_len"] = int(seg_len.max())
     plan.layout = _layout(proc_rows, plan)
     return plan
+
+
+def _period(group: np.ndarray) -> int | None:
+    """``P`` when the rows go "one row of each of P streams, then the same P streams in the same order
+    again, ..." (``group[i] == group[i % P]`` with ``group[:P]`` distinct and ``P < n``): a recording of
+    P streams stored as recorded live, cut into batches at any row. Else None.
+
+    ``P`` can only be the first repeat of the first row's key; the two checks are then one comparison
+    of the batch with itself shifted by ``P`` and one of ``P`` keys: a few passes over the keys, instead
+    of the sorts of a plan."""
+    n = len(group)
+    again = (group[1:] == group[0]).argmax() + 1   # 1 when there is no repeat: then the check fails
+    period = int(again)
+    if period >= n or group[period] != group[0] or not (group[period:] == group[:n - period]).all():
+        return None
+    head = group[:period]
+    low, high = int(head.min()), int(head.max())
+    if high - low < 4 * period + 4096:
+        distinct = int(np.bincount(head - low).max()) == 1
+    else:
+        ordered = np.sort(head)
+        distinct = bool((ordered[1:] != ordered[:-1]).all())
+    return period if distinct else None
+
+
+@functools.lru_cache(maxsize=4)
+def _periodic_plan(n: int, period: int, backwards: bool) -> RowPlan:
+    """The plan of every batch of ``n`` rows with period ``period`` (see :func:`_period`).
+
+    A plan depends on which rows share a key and in what order keys first appear, never on the key
+    values (those are placed by the lookup: key ``k`` of the plan is the batch's row ``k``). So every
+    such batch has the plan of ``0, 1, .., P - 1, 0, 1, ..``: it is made once, with its layouts
+    (``step_layout``, ``ragged_layout``, cached on it), and shared; nothing writes a plan's arrays. A
+    replay cut into batches of a fixed size has at most two such shapes (the full batches and the
+    last one), per direction of the layers, which is why four are kept (each holds a few int64
+    arrays of ``n``)."""
+    return _one_segment_per_key(_arange(n) % period, backwards)
 
 
 def _layout(proc_rows: np.ndarray, plan: RowPlan) -> str:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["CarrySlabs", "contiguous_start"]
+__all__ = ["CarrySlabs", "contiguous_start", "rotated_split"]
+
+ROTATED_ROWS = 4096   # from this many slots, gathers and writes look for two runs (rotated_split)
 
 
 def contiguous_start(slots: np.ndarray) -> int | None:
@@ -29,6 +31,22 @@ def contiguous_start(slots: np.ndarray) -> int | None:
         return None
     # Given the span above, strictly increasing means consecutive.
     return int(slots[0]) if n == 1 or bool((slots[1:] > slots[:-1]).all()) else None
+
+
+def rotated_split(slots: np.ndarray) -> int | None:
+    """``k`` when ``slots[:k]`` and ``slots[k:]`` are each consecutive (``a, a + 1, ..`` then ``b, b + 1,
+    ..``), for at least ``ROTATED_ROWS`` slots; else None. A recording's streams get their slots in
+    order of first appearance, so a batch of it that starts mid-round reads and writes such a rotated
+    range: two slices, about 2-3x cheaper than ``index_select``/``index_copy_`` on the CPU."""
+    if len(slots) < ROTATED_ROWS or slots[0] < 0:
+        return None
+    breaks = (slots[1:] - slots[:-1] != 1).nonzero()[0]
+    return int(breaks[0]) + 1 if len(breaks) == 1 and slots[breaks[0] + 1] >= 0 else None
+
+
+def _halves(slots: np.ndarray, split: int) -> tuple[tuple[slice, int], tuple[slice, int]]:
+    """The two runs of :func:`rotated_split`: (rows, first slot) each."""
+    return (slice(0, split), int(slots[0])), (slice(split, len(slots)), int(slots[split]))
 
 
 def _index(values: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -102,6 +120,12 @@ class CarrySlabs:
         if start is not None:
             states, has = self.views(stage, start, len(slots))
             return states, has if need_has else None
+        split = rotated_split(slots) if carry is None else None
+        if split is not None:
+            (first, has_first), (second, has_second) = (self.gather(stage, slots[rows], None, need_has, at)
+                                                        for rows, at in _halves(slots, split))
+            return [torch.cat(pair) for pair in zip(first, second)], \
+                torch.cat([has_first, has_second]) if need_has else None
         gather = _index(slots if carry is None else np.where(carry, slots, 0), self.device)
         states = [slab.index_select(0, gather) for slab in self.states[stage]]
         has = self.has_output[stage].index_select(0, gather) if need_has else None
@@ -125,6 +149,11 @@ class CarrySlabs:
             for view, value in zip(self.views(stage, start, len(slots))[0], states):
                 view.copy_(value)
             return
+        split = rotated_split(slots)
+        if split is not None:
+            for rows, at in _halves(slots, split):
+                self.write_states(stage, slots[rows], [s[rows] for s in states], at)
+            return
         target = _index(slots, self.device)
         for slab, value in zip(self.states[stage], states):
             slab.index_copy_(0, target, value.to(dtype=self.dtype, device=self.device))
@@ -142,6 +171,11 @@ class CarrySlabs:
                 flags.fill_(True)
             else:
                 flags.copy_(has)
+            return
+        split = rotated_split(slots)
+        if split is not None:
+            for rows, at in _halves(slots, split):
+                self.write(stage, slots[rows], [s[rows] for s in states], None if has is None else has[rows], at)
             return
         target = _index(slots, self.device)
         for slab, value in zip(self.states[stage], states):

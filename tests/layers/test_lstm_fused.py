@@ -8,6 +8,8 @@ from layer_helpers import MASK_KINDS, assert_all_close, call_both, make_lstm, ma
 
 import streamlstm as sl
 from streamlstm.layers import force_generic, fused_lstm
+from streamlstm.layers.fused import fused_lstm_cut
+from streamlstm.layers.kernels import native_sequence
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS)
@@ -168,3 +170,39 @@ def test_nan_at_masked_steps_never_reaches_the_numbers(kind: str) -> None:
     for a, b in zip(fused, generic):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("rows", "batch"), [(23, 5), (21, 5), (25, 5), (3, 5), (5, 5), (24, 5), (7, 1)])
+def test_a_time_major_block_cut_anywhere_matches_its_sequences_run_apart(rows, batch) -> None:
+    """fused_lstm_cut: sequence b has the rows t * batch + b; the first ones one step more than the others."""
+    torch.manual_seed(rows)
+    layer = make_lstm(4, 3)
+    cell = layer.cell
+    x, h0, c0 = torch.randn(rows, 3), torch.randn(batch, 4), torch.randn(batch, 4)
+    with torch.no_grad():
+        out, h, c = fused_lstm_cut(x, batch, h0, c0, cell.kernel, cell.recurrent_kernel, cell.bias)
+    assert out.shape == (rows, 4)
+    for b in range(batch):
+        mine = torch.tensor(range(b, rows, batch), dtype=torch.long)
+        if not len(mine):   # no step: the initial states
+            assert_all_close([h[b], c[b]], [h0[b], c0[b]])
+            continue
+        with torch.no_grad():
+            expected, h_b, c_b = native_sequence(x[mine][None], h0[b:b + 1], c0[b:b + 1], cell.kernel,
+                                                 cell.recurrent_kernel, cell.bias)
+        assert_all_close([out[mine], h[b], c[b]], [expected[0], h_b[0], c_b[0]])
+
+
+def test_padding_steps_of_a_cut_block_keep_c_bit_for_bit() -> None:
+    """The shorter sequences' c after the padded last step is exactly the c the kernel reached one step
+    earlier (the inert feature saturates the gates to exactly 0 and 1)."""
+    torch.manual_seed(1)
+    layer = make_lstm(4, 3)
+    cell = layer.cell
+    rows, batch = 23, 5   # 5 steps; sequences 3 and 4 have 4, then a padding step
+    x, h0, c0 = torch.randn(rows, 3), torch.randn(batch, 4), torch.randn(batch, 4)
+    with torch.no_grad():
+        _, _, c = fused_lstm_cut(x, batch, h0, c0, cell.kernel, cell.recurrent_kernel, cell.bias)
+        # 19 rows: sequence 3's 4 steps end the block (sequence 4 is padded there): the same kernel math
+        _, _, c_before = fused_lstm_cut(x[:19], batch, h0, c0, cell.kernel, cell.recurrent_kernel, cell.bias)
+    assert torch.equal(c[3], c_before[3])
