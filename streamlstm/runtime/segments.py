@@ -106,6 +106,7 @@ class StepLayout:
     rounds: list[int]               # segments still running at each round (non-increasing)
     rows: np.ndarray | None         # [n] input row at each packed position; None = identity
     key_final: np.ndarray | None    # [K] sorted position of each key's last segment; None = identity
+    seg_last: np.ndarray | None = None   # [S] packed position of each sorted segment's last row (None: one round)
 
 
 def _identity_or(values: np.ndarray, size: int) -> np.ndarray | None:
@@ -141,8 +142,10 @@ def step_layout(plan: RowPlan) -> StepLayout:
         proc_at[offsets[pos] + rank[seg_of]] = _arange(n)
         rows = proc_at if plan.proc_rows is None else plan.proc_rows[proc_at]
         one_per_key = segments == len(plan.key_rows)   # then key k's segment is segment k
+        seg_last = offsets[plan.seg_len[order] - 1]   # a segment of length L ends in round L - 1
+        seg_last += _arange(segments)
         layout = StepLayout(_identity_or(order, segments), rounds.tolist(), _identity_or(rows, n),
-                            _identity_or(rank if one_per_key else rank[plan.key_last_seg], segments))
+                            _identity_or(rank if one_per_key else rank[plan.key_last_seg], segments), seg_last)
     plan.__dict__["_step_layout"] = layout
     return layout
 
