@@ -157,9 +157,9 @@ def run_stage_step(stage: RecurrentStage, x: torch.Tensor, layout: StepLayout, s
     # Views made by one call each (slicing tensors from Python costs microseconds per slice).
     big = [count for count in rounds if count >= GATE_MAJOR_ROWS]   # a prefix: rounds never grow
     projected = stage.cells[0].project_steps(x[:sum(big)]) if big else None
-    z_of = [] if projected is None else projected.split(big, dim=1)
-    x_of = x.split(rounds)
-    m_of = None if mask is None else mask.split(rounds)
+    z_of = [] if projected is None else projected.split_with_sizes(big, dim=1)
+    x_of = x.split_with_sizes(rounds)
+    m_of = None if mask is None else mask.split_with_sizes(rounds)
     work = states
     pieces: list[list[torch.Tensor]] = [[] for _ in states]   # per state, each round's rows
     outputs, has_pieces = pieces[-2], []

@@ -86,8 +86,8 @@ class Placement:
         """Every key is held and none is released: the commit only writes carries and stamps."""
         value = self.__dict__.get("_settled")
         if value is None:
-            value = self.__dict__["_settled"] = not len(self.lookup.new_rows) and bool(
-                (self.key_slots >= 0).all()) and not self.released.any()
+            # No new rows: every key was found, so every slot is >= 0.
+            value = self.__dict__["_settled"] = not len(self.lookup.new_rows) and not self.released.any()
         return value
 
     @property
