@@ -39,10 +39,13 @@ __all__ = ["LSTMCell"]
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 # From this many rows a step of a standard cell takes the gate-major kernel (batched GEMMs, then gate
 # math on contiguous blocks), below it torch's native cell (one dispatch, about 10 operations inside
-# ATen). Measured on a 2-core VM, one thread, F=8, u=32 and 64 (benchmarks/bench_kernels.py): up to
-# ~200 rows the native cell's lower fixed cost wins or ties; at 1,000 rows the gate-major step is
-# faster (its activations run on contiguous blocks; the native cell's per-gate slices are strided).
-GATE_MAJOR_ROWS = 256
+# ATen, whose per-gate activations run on strided slices). benchmarks/bench_kernels.py, 2-core VM, one
+# thread, F=8, u=32 and 64: a step that projects its own inputs breaks even at ~400-600 rows (1.1x at
+# 1,000); a step whose inputs were projected together with other rounds' (the runtime's step mode)
+# from ~64-128 rows (1.2x at 256, 1.3-1.4x at 1,000); below ~64 rows the native cell wins (its fixed
+# cost is lower: 29 vs 38-50 us at 1 row).
+GATE_MAJOR_ROWS = 512        # a step alone
+PROJECTED_ROWS = 256         # a round of several, its inputs projected once for all (project_steps)
 
 
 def _version(tensor: torch.Tensor) -> int | None:

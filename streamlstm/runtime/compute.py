@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from streamlstm.layers.lstm_cell import GATE_MAJOR_ROWS
+from streamlstm.layers.lstm_cell import PROJECTED_ROWS
 from streamlstm.runtime.model_plan import RecurrentStage
 from streamlstm.runtime.segments import RaggedLayout, RowPlan, StepLayout
 from streamlstm.runtime.slabs import contiguous_start, index_tensor
@@ -155,7 +155,7 @@ def run_stage_step(stage: RecurrentStage, x: torch.Tensor, layout: StepLayout, s
         out = _round_output(stage, new[-2], has, mask)
         return StageResult(out, new, None if mask is None else has | mask, list(new) if record else None)
     # Views made by one call each (slicing tensors from Python costs microseconds per slice).
-    big = [count for count in rounds if count >= GATE_MAJOR_ROWS]   # a prefix: rounds never grow
+    big = [count for count in rounds if count >= PROJECTED_ROWS]   # a prefix: rounds never grow
     projected = stage.cells[0].project_steps(x[:sum(big)]) if big else None
     z_of = [] if projected is None else projected.split_with_sizes(big, dim=1)
     x_of = x.split_with_sizes(rounds)
