@@ -42,10 +42,11 @@ _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 # ATen, whose per-gate activations run on strided slices). benchmarks/bench_kernels.py, 2-core VM, one
 # thread, F=8, u=32 and 64: a step that projects its own inputs breaks even at ~400-600 rows (1.1x at
 # 1,000); a step whose inputs were projected together with other rounds' (the runtime's step mode)
-# from ~64-128 rows (1.2x at 256, 1.3-1.4x at 1,000); below ~64 rows the native cell wins (its fixed
+# from ~64-128 rows (1.1x at 128, 1.2x at 256, 1.3-1.4x at 1,000; the projection of the extra rows
+# costs little, its call is made anyway); below ~64 rows the native cell wins (its fixed
 # cost is lower: 29 vs 38-50 us at 1 row).
 GATE_MAJOR_ROWS = 512        # a step alone
-PROJECTED_ROWS = 256         # a round of several, its inputs projected once for all (project_steps)
+PROJECTED_ROWS = 128         # a round of several, its inputs projected once for all (project_steps)
 
 
 def _version(tensor: torch.Tensor) -> int | None:
