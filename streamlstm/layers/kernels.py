@@ -7,15 +7,23 @@ Keras gate order ``i, f, c~, o`` (torch's too), ``a`` = activation, ``ra`` = rec
     h' = ra(o) * a(c')
 
 - :func:`gates`: the math above for any activations (the generic loop, training, dropout).
-- :func:`standard_gates_`: the same math for ``ra = sigmoid, a = tanh``, in place on ``z`` (fewer
-  allocations; the step of the stream runtime on large batches).
+- :func:`gate_major_weights`, :func:`project_gate_major`, :func:`gate_major_step`: the same math for
+  ``ra = sigmoid, a = tanh`` with the gates in *gate-major* layout ``z [4, batch, u]``, blocks in the
+  order ``i, f, o, c~`` (one batched GEMM, ``baddbmm``, computes all four blocks). Every block is then
+  contiguous, so ``sigmoid_`` runs once over ``z[:3]`` and ``tanh_`` over ``z[3]`` at full vector speed
+  (on ``[batch, 4u]`` the per-gate slices are strided, which costs torch's CPU kernels 3-4x: tanh of a
+  [1000, 32] slice of [1000, 128] takes ~78 us, of a contiguous [1000, 32] ~21 us). The input projection
+  ``x @ kernel + bias`` can be made once for many rows and steps (:func:`project_gate_major`) and each
+  step then adds ``h @ recurrent_kernel``: the step of the stream runtime on large batches
+  (``LSTMCell.step`` picks the kernel by rows; thresholds measured by benchmarks/bench_kernels.py).
 - :func:`native_cell`: ``torch._VF.lstm_cell``, one dispatch for a whole step (small batches, where
   per-operation overhead dominates). Weights in torch's layout (``kernel.T``, ``recurrent_kernel.T``).
 - :func:`native_sequence`: ``torch._VF.lstm``, PyTorch's fused sequence kernel (cuDNN on CUDA, the
   native kernel on CPU), used by :mod:`streamlstm.layers.fused`.
 
-The three tanh/sigmoid variants give the same numbers to float32 rounding; the tests check each
-against :func:`gates`.
+The tanh/sigmoid variants give the same numbers to float32 rounding (the sums of the GEMMs are
+ordered differently); tests/layers/test_step_kernels.py checks them against the Keras formula and
+against each other.
 
 Precision policy: PyTorch's one knob, ``torch.get_float32_matmul_precision()``, decides for every
 kernel. ``"highest"`` (PyTorch's default) computes float32 exactly (IEEE) everywhere; ``"high"`` and
@@ -35,11 +43,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import torch
 
-__all__ = ["cudnn_rnn_precision", "gates", "native_cell", "native_sequence", "standard_gates_"]
+__all__ = ["GateMajorWeights", "cudnn_rnn_precision", "gate_major_step", "gate_major_weights", "gates", "native_cell",
+           "native_sequence", "project_gate_major"]
 
 # Resolved once: ``torch._VF`` looks names up on every attribute access.
 _VF_LSTM_CELL = torch._VF.lstm_cell  # noqa: SLF001 (torch's native kernels have no public name)
@@ -87,15 +96,49 @@ def gates(z: torch.Tensor, c: torch.Tensor, activation: Activation,
     return recurrent_activation(o) * activation(c_new), c_new
 
 
-def standard_gates_(z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`gates` with sigmoid/tanh, computed in place on ``z`` (which is consumed)."""
-    u = z.shape[1] // 4
-    z[:, :2 * u].sigmoid_()
-    z[:, 2 * u:3 * u].tanh_()
-    z[:, 3 * u:].sigmoid_()
-    i, f, g, o = z.split(u, dim=1)
-    c_new = torch.addcmul(f * c, i, g)
-    return o * torch.tanh(c_new), c_new
+# Gate-major block order: the three sigmoid gates first (one sigmoid_ call), the candidate last.
+_GATE_MAJOR_ORDER = (0, 1, 3, 2)   # Keras blocks i, f, c~, o -> i, f, o, c~
+
+
+class GateMajorWeights(NamedTuple):
+    """A standard cell's weights for :func:`gate_major_step`: ``kernel`` [4, F, u], ``recurrent_kernel``
+    [4, u, u], ``bias`` [4, 1, u] or None, blocks in the order ``i, f, o, c~`` (see the module docstring)."""
+
+    kernel: torch.Tensor
+    recurrent_kernel: torch.Tensor
+    bias: torch.Tensor | None
+
+
+def gate_major_weights(kernel: torch.Tensor, recurrent_kernel: torch.Tensor,
+                       bias: torch.Tensor | None) -> GateMajorWeights:
+    """Keras weights (``kernel`` [F, 4u], ``recurrent_kernel`` [u, 4u], ``bias`` [4u]) re-laid out,
+    detached copies (the same numbers, moved)."""
+    units = recurrent_kernel.shape[0]
+
+    def blocks(weight: torch.Tensor) -> torch.Tensor:
+        return weight.detach().reshape(weight.shape[0], 4, units).permute(1, 0, 2)[list(_GATE_MAJOR_ORDER)].contiguous()
+
+    return GateMajorWeights(blocks(kernel), blocks(recurrent_kernel),
+                            None if bias is None else blocks(bias.reshape(1, -1)))
+
+
+def project_gate_major(x: torch.Tensor, weights: GateMajorWeights) -> torch.Tensor:
+    """``x @ kernel + bias`` for ``x`` [n, F] in gate-major layout [4, n, u]."""
+    x4 = x.expand(4, *x.shape)
+    return torch.bmm(x4, weights.kernel) if weights.bias is None else torch.baddbmm(weights.bias, x4, weights.kernel)
+
+
+def gate_major_step(z: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weights: GateMajorWeights,
+                    out_h: torch.Tensor, out_c: torch.Tensor) -> None:
+    """One sigmoid/tanh step from the projected inputs ``z`` [4, n, u] (:func:`project_gate_major`, not
+    modified) and ``h``, ``c`` [n, u]; ``h'`` and ``c'`` are written into ``out_h`` and ``out_c`` [n, u]
+    (which must not overlap ``h`` or ``c``)."""
+    g = torch.baddbmm(z, h.expand(4, *h.shape), weights.recurrent_kernel)
+    g[:3].sigmoid_()
+    g[3].tanh_()
+    torch.mul(g[1], c, out=out_c)
+    out_c.addcmul_(g[0], g[3])
+    torch.mul(g[2], out_c.tanh(), out=out_h)
 
 
 def native_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weight_ih: torch.Tensor,

@@ -24,13 +24,29 @@ from streamlstm.errors import ConfigError, ShapeError
 from streamlstm.layers import activations, constraints, initializers, regularizers
 from streamlstm.layers.base import Layer, check_positive_int, check_rate
 from streamlstm.layers.dropout import DropoutMasks, SeededGenerators
-from streamlstm.layers.kernels import gates, native_cell, standard_gates_
+from streamlstm.layers.kernels import (
+    GateMajorWeights,
+    gate_major_step,
+    gate_major_weights,
+    gates,
+    native_cell,
+    project_gate_major,
+)
 from streamlstm.layers.serialization import register
 
 __all__ = ["LSTMCell"]
 
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
-SMALL_BATCH = 512   # up to this many rows the native cell (one dispatch) beats in-place gate math (measured)
+# From this many rows a step of a standard cell takes the gate-major kernel (batched GEMMs, then gate
+# math on contiguous blocks), below it torch's native cell (one dispatch, about 10 operations inside
+# ATen, whose per-gate activations run on strided slices). benchmarks/bench_kernels.py, 2-core VM, one
+# thread, F=8, u=32 and 64: a step that projects its own inputs breaks even at ~400-600 rows (1.1x at
+# 1,000); a step whose inputs were projected together with other rounds' (the runtime's step mode)
+# from ~64-128 rows (1.1x at 128, 1.2x at 256, 1.3-1.4x at 1,000; the projection of the extra rows
+# costs little, its call is made anyway); below ~64 rows the native cell wins (its fixed
+# cost is lower: 29 vs 38-50 us at 1 row).
+GATE_MAJOR_ROWS = 512        # a step alone
+PROJECTED_ROWS = 128         # a round of several, its inputs projected once for all (project_steps)
 
 
 def _version(tensor: torch.Tensor) -> int | None:
@@ -239,31 +255,59 @@ class LSTMCell(Layer):
         call, after :meth:`reset_dropout_mask`)."""
         return self._input_masks.get(like, self._generators)
 
+    def _derived(self, name: str, make: Any) -> Any:
+        """``make(kernel, recurrent_kernel, bias)`` (detached), cached until a weight changes: it is
+        replaced (another tensor, e.g. a new Parameter: the cache holds the old one, so ``is`` tells),
+        given other memory (``.data`` set, ``.to``) or updated in place (``load_state_dict``,
+        optimizers, ``copy_``: each bumps the tensor's ``_version``)."""
+        params = self._parameters
+        kernel, recurrent, bias = params["kernel"], params["recurrent_kernel"], params.get("bias")
+        stamp = (_version(kernel), _version(recurrent), kernel.data_ptr(), recurrent.data_ptr(),
+                 None if bias is None else (_version(bias), bias.data_ptr()))
+        cached = self.__dict__.get(name)   # (kernel, recurrent, bias, stamp, value)
+        if cached is None or cached[0] is not kernel or cached[1] is not recurrent or cached[2] is not bias \
+                or cached[3] != stamp:
+            value = make(kernel.detach(), recurrent.detach(), None if bias is None else bias.detach())
+            cached = self.__dict__[name] = (kernel, recurrent, bias, stamp, value)
+        return cached[4]
+
     def torch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(kernel.T, recurrent_kernel.T)`` made contiguous (torch's layout, which the native cell reads
-        fastest), detached, cached until the weights change (in-place updates bump ``_version``)."""
-        params = self._parameters
-        kernel, recurrent = params["kernel"], params["recurrent_kernel"]
-        stamp = (_version(kernel), _version(recurrent), kernel.data_ptr(), recurrent.data_ptr())
-        cached = self.__dict__.get("_torch_layout")
-        if cached is None or cached[0] != stamp:
-            cached = (stamp, kernel.detach().T.contiguous(), recurrent.detach().T.contiguous())
-            self.__dict__["_torch_layout"] = cached
-        return cached[1], cached[2]
+        fastest), detached, cached until the weights change."""
+        return self._derived("_torch_layout", lambda k, r, b: (k.T.contiguous(), r.T.contiguous()))
 
-    def step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gate_major_weights(self) -> GateMajorWeights:
+        """The weights in the gate-major layout of :func:`~streamlstm.layers.kernels.gate_major_step`,
+        cached until they change (as :meth:`torch_weights`)."""
+        return self._derived("_gate_major", gate_major_weights)
+
+    def project_steps(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The inputs ``x`` [n, input_dim] of several inference steps projected at once, in the
+        gate-major layout ``[4, n, units]`` of :mod:`~streamlstm.layers.kernels` (for :meth:`step`'s
+        ``projected``); None when the cell is not standard or ``x`` has no rows."""
+        if not len(x) or not self.is_standard:
+            return None
+        return project_gate_major(x, self.gate_major_weights())
+
+    def step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+             projected: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One inference step (no dropout, no validation): ``(h', c')`` for inputs ``x`` [batch, input_dim].
 
-        The kernel is chosen by shape, the numbers are the same to float rounding: the native cell for
-        small batches of a standard cell, in-place gate math for large ones, :meth:`recurrent_step`
-        otherwise."""
-        if not self.is_standard:
-            h_new, (_, c_new) = self.recurrent_step(self.project_inputs(x, False), [h, c], False)
+        The kernel is chosen by shape, the numbers are the same to float rounding: for a standard cell
+        torch's native cell below ``GATE_MAJOR_ROWS`` rows, the gate-major step from there on (or
+        whenever ``projected``, these rows of :meth:`project_steps`, is given); otherwise
+        :meth:`recurrent_step`."""
+        if projected is None and x.shape[0] >= GATE_MAJOR_ROWS and self.is_standard:
+            projected = project_gate_major(x, self.gate_major_weights())
+        if projected is not None:
+            h_new, c_new = h.new_empty(h.shape), c.new_empty(c.shape)
+            gate_major_step(projected, h, c, self.gate_major_weights(), h_new, c_new)
             return h_new, c_new
-        if x.shape[0] <= SMALL_BATCH:
+        if self.is_standard:
             weight_ih, weight_hh = self.torch_weights()
             return native_cell(x, h, c, weight_ih, weight_hh, self._parameters.get("bias"))
-        return standard_gates_(self.project_inputs(x, False).addmm_(h, self.recurrent_kernel), c)
+        h_new, (_, c_new) = self.recurrent_step(self.project_inputs(x, False), [h, c], False)
+        return h_new, c_new
 
     def forward(self, inputs: Any, states: Any, training: bool | None = None):
         inputs = torch.as_tensor(inputs)

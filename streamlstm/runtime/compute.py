@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from streamlstm.layers.fused import fused_lstm_cut
+from streamlstm.layers.lstm_cell import PROJECTED_ROWS
 from streamlstm.runtime.model_plan import RecurrentStage
 from streamlstm.runtime.segments import RaggedLayout, RowPlan, StepLayout
-from streamlstm.runtime.slabs import contiguous_start
+from streamlstm.runtime.slabs import contiguous_start, index_tensor
 
 __all__ = ["StageResult", "cells_step", "run_stage_chunk", "run_stage_ragged", "run_stage_step"]
 
@@ -43,7 +44,7 @@ def _pad_index(plan: RowPlan, device: torch.device) -> torch.Tensor | None:
         return None
     seg_of = np.repeat(np.arange(plan.num_segments), plan.seg_len)
     pos = np.zeros(plan.num_rows, np.int64) if plan.pos_in_seg is None else plan.pos_in_seg
-    return torch.as_tensor(seg_of * plan.max_len + pos, device=device)
+    return index_tensor(seg_of * plan.max_len + pos, device)
 
 
 def run_stage_chunk(stage: RecurrentStage, x: torch.Tensor, plan: RowPlan, states: list[torch.Tensor],
@@ -85,7 +86,7 @@ def run_stage_chunk(stage: RecurrentStage, x: torch.Tensor, plan: RowPlan, state
 def _rows(values: np.ndarray, device: torch.device) -> torch.Tensor | slice:
     """An index for ``values``: a slice when they are consecutive (a view instead of a gather)."""
     start = contiguous_start(values)
-    return torch.as_tensor(values, device=device) if start is None else slice(start, start + len(values))
+    return index_tensor(values, device) if start is None else slice(start, start + len(values))
 
 
 def _take(values: torch.Tensor, index: torch.Tensor | slice) -> torch.Tensor:
@@ -168,48 +169,61 @@ def run_stage_step(stage: RecurrentStage, x: torch.Tensor, layout: StepLayout, s
     """Step mode for one recurrent stage: ``x`` [n, F] and ``mask`` [n] in packed order, ``states`` and
     ``has`` per segment in sorted order (see :class:`~streamlstm.runtime.segments.StepLayout`).
 
-    Round ``r`` runs the first ``rounds[r]`` segments one step: every read and write is a prefix, so
-    a round costs one kernel call per cell. Returns outputs (and recorded states) in packed order and
-    the final states in sorted segment order."""
+    Round ``r`` runs the first ``rounds[r]`` segments one step: every read and write is a prefix of
+    the previous round's rows, so a round costs one kernel call per cell. The rounds' states are
+    joined in packed order, a segment's final states are its last row's; the first cell's input
+    projection is made once for the rows of the rounds that take the gate-major kernel
+    (:meth:`LSTMCell.project_steps`). Returns outputs (and recorded states) in packed order
+    and the final states in sorted segment order."""
     rounds = layout.rounds
     if len(rounds) == 1:
         new = cells_step(stage, x, states, mask)
-        out = _round_output(stage, new[-2], states[-2], has, mask)
+        out = _round_output(stage, new[-2], has, mask)
         return StageResult(out, new, None if mask is None else has | mask, list(new) if record else None)
-    work, outputs, offset = states, [], 0
-    finals: list[list[torch.Tensor]] = [[] for _ in states]
-    has_finals: list[torch.Tensor] = []
-    recorded: list[list[torch.Tensor]] = [[] for _ in states]
+    # Views made by one call each (slicing tensors from Python costs microseconds per slice).
+    big = [count for count in rounds if count >= PROJECTED_ROWS]   # a prefix: rounds never grow
+    projected = stage.cells[0].project_steps(x[:sum(big)]) if big else None
+    z_of = [] if projected is None else projected.split_with_sizes(big, dim=1)
+    x_of = x.split_with_sizes(rounds)
+    m_of = None if mask is None else mask.split_with_sizes(rounds)
+    work = states
+    pieces: list[list[torch.Tensor]] = [[] for _ in states]   # per state, each round's rows
+    outputs, has_pieces = pieces[-2], []
+    if mask is not None:
+        outputs = []
     for r, count in enumerate(rounds):
-        later = rounds[r + 1] if r + 1 < len(rounds) else 0
-        current = [w[:count] for w in work]
-        m = None if mask is None else mask[offset:offset + count]
-        current_has = None if has is None else has[:count]
-        work = cells_step(stage, x[offset:offset + count], current, m)
-        outputs.append(_round_output(stage, work[-2], current[-2], current_has, m))
+        inputs, m, new = x_of[r], None if m_of is None else m_of[r], []
+        for j, cell in enumerate(stage.cells):
+            h, c = work[2 * j], work[2 * j + 1]
+            if len(h) != count:
+                h, c = h[:count], c[:count]
+            h_new, c_new = cell.step(inputs, h, c, z_of[r] if j == 0 and r < len(z_of) else None)
+            if m is not None:   # masked rows keep their states
+                keep = m[:, None]
+                h_new, c_new = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
+            new += [h_new, c_new]
+            inputs = h_new
         if m is not None:
+            current_has = has[:count]
+            outputs.append(_round_output(stage, inputs, current_has, m))
             has = current_has | m
-        if count > later:   # sorted segments later .. count - 1 have their last row in this round
-            for pieces, value in zip(finals, work):
-                pieces.append(value[later:count])
-            if has is not None:
-                has_finals.append(has[later:count])
-        if record:
-            for pieces, value in zip(recorded, work):
-                pieces.append(value)
-        offset += count
-    final = [torch.cat(pieces[::-1]) for pieces in finals]
-    final_has = torch.cat(has_finals[::-1]) if has_finals else None
-    return StageResult(torch.cat(outputs), final, final_has,
-                       [torch.cat(pieces) for pieces in recorded] if record else None)
+            has_pieces.append(has)
+        for piece, value in zip(pieces, new):
+            piece.append(value)
+        work = new
+    rows_of = [torch.cat(piece) for piece in pieces]   # every row's states, packed order
+    last = index_tensor(layout.seg_last, x.device)
+    final_has = None if mask is None else torch.cat(has_pieces).index_select(0, last)
+    return StageResult(rows_of[-2] if mask is None else torch.cat(outputs),
+                       [r.index_select(0, last) for r in rows_of], final_has, rows_of if record else None)
 
 
-def _round_output(stage: RecurrentStage, h_new: torch.Tensor, h_old: torch.Tensor, has: torch.Tensor,
+def _round_output(stage: RecurrentStage, h_new: torch.Tensor, has: torch.Tensor,
                   mask: torch.Tensor | None) -> torch.Tensor:
     """Outputs of one round: the new h for real steps, the previous output (or zeros) for masked ones."""
     if mask is None:
         return h_new
     if stage.zero_output_for_mask:
         return h_new * mask[:, None]
-    # Masked rows kept h (h_new == h_old there); the previous output is that h only after a real step.
+    # Masked rows kept their h; the previous output is that h only after a real step.
     return h_new * (mask | has)[:, None]

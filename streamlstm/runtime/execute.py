@@ -15,7 +15,7 @@ import torch
 from streamlstm.runtime.compute import cells_step, run_stage_chunk, run_stage_ragged, run_stage_step
 from streamlstm.runtime.model_plan import MaskingStage, ModelPlan, RecurrentStage
 from streamlstm.runtime.segments import RowPlan, ragged_layout, step_layout
-from streamlstm.runtime.slabs import contiguous_start
+from streamlstm.runtime.slabs import contiguous_start, index_tensor
 from streamlstm.runtime.store import StreamStore
 
 __all__ = ["Outcome", "execute"]
@@ -28,10 +28,6 @@ class Outcome:
     has_output: list[torch.Tensor | None]      # per stage [keys]; None = all True
     row_states: list[torch.Tensor] | None      # every cell's h and c after each row, input row order
     key_order: np.ndarray | None = None        # finals[s][i] belongs to key key_order[i] (None: i)
-
-
-def _index(values: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(values, dtype=torch.long, device=device)
 
 
 def _unpermute(values: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
@@ -70,17 +66,17 @@ def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch
     seg_slots, carry = _segment_slots(rows, key_slots, None if layout is None else layout.seg_order)
     key_order = None
     if step:
-        perm = None if layout.rows is None else _index(layout.rows, device)
+        perm = None if layout.rows is None else index_tensor(layout.rows, device)
         final_of_key = layout.key_final
         if final_of_key is not None and rows.num_segments == len(key_slots):
             key_order = np.empty_like(final_of_key)
             key_order[final_of_key] = np.arange(len(final_of_key))
     else:
         keep_order = rows.layout in ("identity", "time_major")
-        perm = None if keep_order else _index(rows.proc_rows, device)
+        perm = None if keep_order else index_tensor(rows.proc_rows, device)
         final_of_key = None if rows.num_segments == len(key_slots) else rows.key_last_seg
     if final_of_key is not None and key_order is None:   # else made only if needed (see _run_stage)
-        final_of_key = _index(final_of_key, device)
+        final_of_key = index_tensor(final_of_key, device)
     start = contiguous_start(seg_slots) if carry is None else None
     return seg_slots, carry, perm, final_of_key, layout, start, key_order
 
@@ -122,7 +118,7 @@ def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: Row
         finals, has_out = result.final, result.has_output
     else:
         if key_order is not None:   # a single-stage model keeps the order; the others gather
-            final_of_key = _index(final_of_key, device)
+            final_of_key = index_tensor(final_of_key, device)
         finals, has_out = _per_key(result.final, result.has_output, final_of_key)
         key_order = None
     row_states = [_unpermute(s, perm) for s in result.row_states] if record else None

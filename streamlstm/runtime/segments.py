@@ -27,11 +27,24 @@ RAGGED_ROUNDS = 2   # at most this many rows per stream beyond the shortest stre
 PERIODIC_ROWS = 4096   # from this many rows a batch is checked for the recorded-live pattern (_period)
 _ARANGE = np.arange(1 << 16)
 _ARANGE.flags.writeable = False
+_TRUE = np.ones(1 << 16, bool)
+_TRUE.flags.writeable = False
+_FALSE = np.zeros(1 << 16, bool)
+_FALSE.flags.writeable = False
 
 
 def _arange(n: int) -> np.ndarray:
     """``np.arange(n)``, a read-only view of a shared one when short (no allocation per batch)."""
     return _ARANGE[:n] if n <= len(_ARANGE) else np.arange(n)
+
+
+def _flags(n: int, value: bool) -> np.ndarray:
+    """``np.full(n, value)``, read-only (a view of a shared array when short)."""
+    if n <= len(_TRUE):
+        return (_TRUE if value else _FALSE)[:n]
+    flags = np.full(n, value)
+    flags.flags.writeable = False
+    return flags
 
 
 # The per-batch planning below runs on short arrays, where numpy's Python-level wrappers
@@ -76,9 +89,7 @@ class RowPlan:
     key_last_seg: np.ndarray        # [K] the segment whose final state is committed
     key_released: np.ndarray        # [K] bool: the key's last life ended in this batch
     key_of_row: np.ndarray          # [n] key index of each input row
-    layout: str = "permuted"        # "identity": proc_rows is 0..n-1; "time_major": row t * S + s is
-                                    # step t of segment s (S segments of equal length), so padded
-                                    # batches are a transposed view
+    known_layout: str | None = None   # ``layout`` when the planner knows it (else found on first use)
 
     @property
     def num_segments(self) -> int:
@@ -90,6 +101,15 @@ class RowPlan:
         if cached is None:
             cached = self.__dict__["_max_len"] = int(self.seg_len.max()) if len(self.seg_len) else 0
         return cached
+
+    @property
+    def layout(self) -> str:
+        """"identity": ``proc_rows`` is 0..n-1; "time_major": row ``t * S + s`` is step ``t`` of segment
+        ``s`` (S segments of equal length), so padded batches are a transposed view; else "permuted".
+        Found on first use (step mode never asks)."""
+        if self.known_layout is None:
+            self.known_layout = _layout(self.proc_rows, self)
+        return self.known_layout
 
     @property
     def uniform(self) -> bool:
@@ -108,6 +128,7 @@ class StepLayout:
     rounds: list[int]               # segments still running at each round (non-increasing)
     rows: np.ndarray | None         # [n] input row at each packed position; None = identity
     key_final: np.ndarray | None    # [K] sorted position of each key's last segment; None = identity
+    seg_last: np.ndarray | None = None   # [S] packed position of each sorted segment's last row (None: one round)
 
 
 def _identity_or(values: np.ndarray, size: int) -> np.ndarray | None:
@@ -143,8 +164,10 @@ def step_layout(plan: RowPlan) -> StepLayout:
         proc_at[offsets[pos] + rank[seg_of]] = _arange(n)
         rows = proc_at if plan.proc_rows is None else plan.proc_rows[proc_at]
         one_per_key = segments == len(plan.key_rows)   # then key k's segment is segment k
+        seg_last = offsets[plan.seg_len[order] - 1]   # a segment of length L ends in round L - 1
+        seg_last += _arange(segments)
         layout = StepLayout(_identity_or(order, segments), rounds.tolist(), _identity_or(rows, n),
-                            _identity_or(rank if one_per_key else rank[plan.key_last_seg], segments))
+                            _identity_or(rank if one_per_key else rank[plan.key_last_seg], segments), seg_last)
     plan.__dict__["_step_layout"] = layout
     return layout
 
@@ -277,7 +300,6 @@ def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: 
         key_released=end[order[key_last]] if end is not None else np.zeros(len(key_first), bool),
         key_of_row=key_of_row,
     )
-    plan.layout = _layout(proc_rows, plan)
     return plan
 
 
@@ -301,13 +323,12 @@ def _one_segment_per_key(group: np.ndarray, backwards: bool) -> RowPlan:
     per_key = _arange(keys)
     plan = RowPlan(
         num_rows=n, proc_rows=proc_rows, seg_first=seg_first, seg_len=seg_len,
-        pos_in_seg=None if keys == n else pos_in_seg, seg_carry=np.full(keys, True),
+        pos_in_seg=None if keys == n else pos_in_seg, seg_carry=_flags(keys, True),
         seg_key=per_key, key_rows=order[seg_first], key_last_row=order[seg_last],
-        key_last_seg=per_key, key_released=np.zeros(keys, bool), key_of_row=key_of_row,
+        key_last_seg=per_key, key_released=_flags(keys, False), key_of_row=key_of_row,
     )
     plan.__dict__["_seg_of"] = key_of_p   # the segment of each processing position, for step_layout
     plan.__dict__["_max_len"] = int(seg_len.max())
-    plan.layout = _layout(proc_rows, plan)
     return plan
 
 
@@ -348,7 +369,9 @@ def _periodic_plan(n: int, period: int, backwards: bool) -> RowPlan:
     return _one_segment_per_key(_arange(n) % period, backwards)
 
 
-def _layout(proc_rows: np.ndarray, plan: RowPlan) -> str:
+def _layout(proc_rows: np.ndarray | None, plan: RowPlan) -> str:
+    if proc_rows is None:
+        return "identity"
     n = len(proc_rows)
     if (proc_rows == _arange(n)).all():
         return "identity"
@@ -363,9 +386,9 @@ def _one_row_per_key(n: int, reset: np.ndarray | None, end: np.ndarray | None) -
     rows = _arange(n)
     return RowPlan(
         num_rows=n, proc_rows=None, seg_first=rows, seg_len=np.ones(n, np.int64), pos_in_seg=None,
-        seg_carry=np.ones(n, bool) if reset is None else ~reset, seg_key=rows, key_rows=rows,
+        seg_carry=_flags(n, True) if reset is None else ~reset, seg_key=rows, key_rows=rows,
         key_last_row=rows, key_last_seg=rows,
-        key_released=np.zeros(n, bool) if end is None else end.copy(), key_of_row=rows, layout="identity",
+        key_released=_flags(n, False) if end is None else end.copy(), key_of_row=rows, known_layout="identity",
     )
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["CarrySlabs", "contiguous_start", "rotated_split"]
+from streamlstm.arrow import as_tensor
+
+__all__ = ["CarrySlabs", "contiguous_start", "index_tensor", "rotated_split"]
 
 ROTATED_ROWS = 4096   # from this many slots, gathers and writes look for two runs (rotated_split)
 
@@ -49,8 +51,14 @@ def _halves(slots: np.ndarray, split: int) -> tuple[tuple[slice, int], tuple[sli
     return (slice(0, split), int(slots[0])), (slice(split, len(slots)), int(slots[split]))
 
 
-def _index(values: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(values, dtype=torch.long, device=device)
+def index_tensor(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``values`` (integers) as an int64 index tensor on ``device``. On the CPU it shares their memory
+    (``torch.from_numpy``: a few times cheaper than ``torch.as_tensor``, which shows in per-feed cost);
+    the caller uses it at once and does not keep it."""
+    if values.dtype != np.int64 or not values.flags.c_contiguous:
+        values = np.ascontiguousarray(values, np.int64)
+    tensor = as_tensor(values)
+    return tensor if device.type == "cpu" else tensor.to(device)
 
 
 class CarrySlabs:
@@ -76,7 +84,7 @@ class CarrySlabs:
         dropped, so their memory goes back to the operating system."""
         if order is None:
             order = np.arange(min(self.capacity, capacity))
-        keep = _index(order, self.device) if len(order) else None
+        keep = index_tensor(order, self.device) if len(order) else None
         count = len(order)
 
         def moved(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
@@ -126,7 +134,7 @@ class CarrySlabs:
                                                         for rows, at in _halves(slots, split))
             return [torch.cat(pair) for pair in zip(first, second)], \
                 torch.cat([has_first, has_second]) if need_has else None
-        gather = _index(slots if carry is None else np.where(carry, slots, 0), self.device)
+        gather = index_tensor(slots if carry is None else np.where(carry, slots, 0), self.device)
         states = [slab.index_select(0, gather) for slab in self.states[stage]]
         has = self.has_output[stage].index_select(0, gather) if need_has else None
         if carry is not None:
@@ -137,7 +145,7 @@ class CarrySlabs:
 
     def read(self, slots: np.ndarray) -> list[tuple[list[np.ndarray], np.ndarray]]:
         """Per stage: copies of the states of ``slots`` ([n, size] each) and their ``has_output``."""
-        index = _index(slots, self.device)
+        index = index_tensor(slots, self.device)
         return [([slab.index_select(0, index).cpu().numpy() for slab in states],
                  flags.index_select(0, index).cpu().numpy())
                 for states, flags in zip(self.states, self.has_output)]
@@ -154,7 +162,7 @@ class CarrySlabs:
             for rows, at in _halves(slots, split):
                 self.write_states(stage, slots[rows], [s[rows] for s in states], at)
             return
-        target = _index(slots, self.device)
+        target = index_tensor(slots, self.device)
         for slab, value in zip(self.states[stage], states):
             slab.index_copy_(0, target, value.to(dtype=self.dtype, device=self.device))
 
@@ -177,7 +185,7 @@ class CarrySlabs:
             for rows, at in _halves(slots, split):
                 self.write(stage, slots[rows], [s[rows] for s in states], None if has is None else has[rows], at)
             return
-        target = _index(slots, self.device)
+        target = index_tensor(slots, self.device)
         for slab, value in zip(self.states[stage], states):
             if value.dtype != self.dtype or value.device != self.device:
                 value = value.to(dtype=self.dtype, device=self.device)
@@ -190,7 +198,7 @@ class CarrySlabs:
 
     def zero(self, slots: np.ndarray) -> None:
         """Zero the states and ``has_output`` of ``slots``."""
-        index = _index(slots, self.device)
+        index = index_tensor(slots, self.device)
         with torch.no_grad():
             for states, flags in zip(self.states, self.has_output):
                 for slab in states:

@@ -37,7 +37,7 @@ from streamlstm.arrow import as_tensor
 from streamlstm.errors import StateError
 from streamlstm.runtime.key_groups import key_group_of_hashes, stable_hash
 from streamlstm.runtime.keys import KeyIndex, Lookup
-from streamlstm.runtime.slabs import CarrySlabs, contiguous_start
+from streamlstm.runtime.slabs import CarrySlabs, contiguous_start, index_tensor
 
 __all__ = ["Placement", "Stamp", "StreamStore"]
 
@@ -86,8 +86,8 @@ class Placement:
         """Every key is held and none is released: the commit only writes carries and stamps."""
         value = self.__dict__.get("_settled")
         if value is None:
-            value = self.__dict__["_settled"] = not len(self.lookup.new_rows) and bool(
-                (self.key_slots >= 0).all()) and not self.released.any()
+            # No new rows: every key was found, so every slot is >= 0.
+            value = self.__dict__["_settled"] = not len(self.lookup.new_rows) and not self.released.any()
         return value
 
     @property
@@ -302,7 +302,7 @@ class StreamStore:
         if order is not None:   # into key order
             back = np.empty_like(order)
             back[order] = np.arange(len(order))
-            index = torch.as_tensor(back, device=self.slabs.device)
+            index = index_tensor(back, self.slabs.device)
             finals = [[s.index_select(0, index) for s in states] for states in finals]
             has_output = [None if has is None else has.index_select(0, index) for has in has_output]
         released, key_slots = placement.released, placement.key_slots
@@ -312,7 +312,7 @@ class StreamStore:
         if new.any():
             slots[new] = self._allocate(int(new.sum()))
         slots[released] = -1
-        chosen = None if keep.all() else torch.as_tensor(np.flatnonzero(keep), device=self.slabs.device)
+        chosen = None if keep.all() else index_tensor(np.flatnonzero(keep), self.slabs.device)
         kept_slots = slots if chosen is None else slots[keep]
         for stage, (states, has) in enumerate(zip(finals, has_output)):
             if chosen is not None:
