@@ -168,10 +168,11 @@ class TransferMixin:
         unique, counts = np.unique(keys if kind == "int" else keys.astype(str), return_counts=True)
         if (counts > 1).any():
             raise StateError(f"streams table has key {unique[counts > 1][0].item()!r} more than once")
-        held = [k for k in keys.tolist() if self._store.find(k) >= 0]
-        if held:
-            raise StateError(f"stream {held[0]!r} is already held by this runtime ({len(held)} of the imported "
-                             f"keys are); export it from here or reset it instead")
+        held = np.flatnonzero(self._store.lookup(key_column, kind).slots >= 0) if len(self._store) else []
+        if len(held):   # one vectorized lookup: a rescale imports hundreds of thousands of streams
+            first = keys[held[:1]].tolist()[0]
+            raise StateError(f"stream {first!r} is already held by this runtime ({len(held)} of the imported keys "
+                             f"are); export it from here or reset it instead")
         columns, time_type = self._check_bookkeeping(table)
         carries = []
         cells = self._plan.cells
