@@ -366,7 +366,11 @@ def _periodic_plan(n: int, period: int, backwards: bool) -> RowPlan:
     replay cut into batches of a fixed size has at most two such shapes (the full batches and the
     last one), per direction of the layers, which is why four are kept (each holds a few int64
     arrays of ``n``)."""
-    return _one_segment_per_key(_arange(n) % period, backwards)
+    plan = _one_segment_per_key(_arange(n) % period, backwards)
+    for values in vars(plan).values():   # shared between batches and runtimes: a write would be a bug
+        if isinstance(values, np.ndarray):
+            values.flags.writeable = False
+    return plan
 
 
 def _layout(proc_rows: np.ndarray | None, plan: RowPlan) -> str:
