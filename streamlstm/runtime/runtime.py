@@ -13,7 +13,7 @@ import pyarrow as pa
 import torch
 
 from streamlstm.arrow import as_tensor
-from streamlstm.errors import ArgumentTypeError, ConfigError, StreamError
+from streamlstm.errors import ConfigError, StreamError
 from streamlstm.runtime import report
 from streamlstm.runtime.eviction import Eviction
 from streamlstm.runtime.execute import Outcome, execute
@@ -103,7 +103,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
                  max_streams: int | None = None, on_evict: Callable[[Any, Any], None] | None = None,
                  return_state: bool = False, capacity: int = 1024, key_groups: int = 128,
                  clock: Callable[[], float] = _time.monotonic) -> None:
-        self._columns = _columns(key, features, mask, reset, end, time)
+        self._columns = Columns.named(key, features, mask, reset, end, time)
         self._parser = BatchParser(self._columns)
         if mode not in _MODES:
             raise ConfigError(f"`mode` must be one of {', '.join(_MODES)}, got {mode!r}")
@@ -442,21 +442,6 @@ def _plain(parsed: ParsedBatch) -> bool:
 def _new_lookup(keys: pa.Array, kind: str) -> Lookup:
     """The first batch of a runtime whose model is not built yet: every key is new."""
     return KeyIndex(kind).lookup(keys)
-
-
-def _columns(key: Any, features: Any, mask: Any, reset: Any, end: Any, time: Any) -> Columns:
-    for name, value in (("key", key), ("mask", mask), ("reset", reset), ("end", end), ("time", time)):
-        if value is not None and not isinstance(value, str):
-            raise ArgumentTypeError(f"`{name}` must be a column name (str), got {type(value).__name__}")
-    if not isinstance(features, str):
-        if not isinstance(features, (list, tuple)) or not features or not all(isinstance(f, str) for f in features):
-            raise ArgumentTypeError(f"`features` must be a column name or a non-empty list of names, got {features!r}")
-        features = tuple(features)
-    names = [key, *([features] if isinstance(features, str) else features), mask, reset, end, time]
-    used = [n for n in names if n is not None]
-    if len(set(used)) != len(used) or "output" in used:
-        raise ConfigError(f"column names must be distinct and not 'output', got {used}")
-    return Columns(key, features, mask, reset, end, time)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

@@ -34,7 +34,7 @@ import pyarrow as pa
 import torch
 
 from streamlstm.arrow import as_record_batch
-from streamlstm.errors import SchemaError, StreamError
+from streamlstm.errors import ArgumentTypeError, ConfigError, SchemaError, StreamError
 
 __all__ = ["BatchParser", "Columns", "ParsedBatch", "describe_key", "key_kind", "parse_batch"]
 
@@ -49,6 +49,25 @@ class Columns:
     reset: str | None = None
     end: str | None = None
     time: str | None = None
+
+    @classmethod
+    def named(cls, key: Any, features: Any, mask: Any = None, reset: Any = None, end: Any = None,
+              time: Any = None) -> Columns:
+        """The columns given to a runtime, checked: names are strings, distinct, and not ``output``."""
+        for name, value in (("key", key), ("mask", mask), ("reset", reset), ("end", end), ("time", time)):
+            if value is not None and not isinstance(value, str):
+                raise ArgumentTypeError(f"`{name}` must be a column name (str), got {type(value).__name__}")
+        if not isinstance(features, str):
+            if not isinstance(features, (list, tuple)) or not features or \
+                    not all(isinstance(f, str) for f in features):
+                raise ArgumentTypeError(f"`features` must be a column name or a non-empty list of names, "
+                                        f"got {features!r}")
+            features = tuple(features)
+        names = [key, *([features] if isinstance(features, str) else features), mask, reset, end, time]
+        used = [n for n in names if n is not None]
+        if len(set(used)) != len(used) or "output" in used:
+            raise ConfigError(f"column names must be distinct and not 'output', got {used}")
+        return cls(key, features, mask, reset, end, time)
 
 
 @dataclass(slots=True)
