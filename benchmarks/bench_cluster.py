@@ -18,9 +18,10 @@ figures then mean nothing). Ray starts locally with one CPU per shard plus one.
 
 Where the time goes (printed after sections 1 and 2, for one more pass of the sharded runtime): per
 batch, the wall time, the driver's CPU time (all its threads: cutting, Ray submission and results,
-reassembly), each shard's compute (``busy_seconds``: prepare and commit), and the round trip of an
-empty Ray call to a shard. Section 4 prints the seconds the shard actors take to start (a fresh
-process importing torch each), measured apart, as they are part of every replay.
+reassembly; and of those, the feeding thread's own), each shard's compute (``busy_seconds``: prepare
+and commit), and the round trip of an empty Ray call to a shard. Section 4 prints the seconds the
+shard actors take to start (a fresh process importing torch each), measured apart, as they are part
+of every replay.
 """
 
 from __future__ import annotations
@@ -110,9 +111,9 @@ def breakdown(sharded: sl.ShardedRuntime, batches: list[pa.RecordBatch]) -> None
     import ray
 
     before = [s["busy_seconds"] for s in sharded.stats()["shards"]]
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, own, wall = time.process_time(), time.thread_time(), time.perf_counter()
     sharded_feeder(sharded)(batches)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu, own = time.perf_counter() - wall, time.process_time() - cpu, time.thread_time() - own
     busy = [s["busy_seconds"] - b for s, b in zip(sharded.stats()["shards"], before)]
     trips = []
     for _ in range(50):
@@ -120,7 +121,8 @@ def breakdown(sharded: sl.ShardedRuntime, batches: list[pa.RecordBatch]) -> None
         ray.get(sharded.shard_actors()[0].ping.remote())
         trips.append((time.perf_counter() - started) * 1e3)
     n = len(batches)
-    print(f"  per batch: wall {wall / n * 1e3:.2f} ms, driver CPU {cpu / n * 1e3:.2f} ms, shard compute "
+    print(f"  per batch: wall {wall / n * 1e3:.2f} ms, driver CPU {cpu / n * 1e3:.2f} ms (its feeding thread "
+          f"{own / n * 1e3:.2f}), shard compute "
           + " / ".join(f"{b / n * 1e3:.2f}" for b in busy) + f" ms; empty Ray call p50 {np.median(trips):.2f} ms",
           flush=True)
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from streamlstm.cluster.layout import BatchSplit, Splitter
+from streamlstm.cluster.layout import BatchSplit, SharedBatch, Splitter
 from streamlstm.cluster.shard import PREPARED
 from streamlstm.errors import StateError, StreamError, StreamLSTMError
 from streamlstm.runtime.report import COUNTERS
@@ -94,10 +94,13 @@ class ShardGroup:
         flight.seq, self.sent = self.sent, self.sent + 1
         flight.sent = _time.perf_counter()
         flight.statuses, flight.outputs = {}, {}
+        stored: dict[int, Any] = {}   # id of a part sent to several shards -> its one object in the store
         for shard, part in flight.split.parts.items():
+            if isinstance(part, SharedBatch):
+                part = stored[id(part)] if id(part) in stored else stored.setdefault(id(part), self.ray.put(part))
             call = self.actors[shard].step.options(num_returns=2)
             _, verdicts = self.owed.pop(shard, (-1, []))
-            flight.statuses[shard], flight.outputs[shard] = call.remote(flight.seq, part, *verdicts)
+            flight.statuses[shard], flight.outputs[shard] = call.remote(flight.seq, part, shard, *verdicts)
         verdicts = list(flight.statuses.values())
         for shard in flight.statuses:
             self.owed[shard] = (flight.seq, verdicts)
@@ -218,7 +221,7 @@ class ShardGroup:
             if not own:   # a fresh runtime counts from zero: carry the shard's counts at the point
                 self.carried[shard] = dict(point.counters[shard])
         for batch in self.log:
-            part = self.splitter.split(batch).parts.get(shard)
+            part = self.splitter.split(batch).part(shard)
             if part is not None:
                 self.ray.get(actor.feed.remote(part))
         self.actors[shard] = actor

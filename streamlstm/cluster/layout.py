@@ -5,13 +5,15 @@ Flink does: shard ``i`` owns groups ``[floor(i * G / N), floor((i + 1) * G / N))
 M shards moves whole key groups; a stream never changes group, so a stream's rows always meet its state.
 
 Cutting a batch (:class:`Splitter`) costs, on the driver: the key groups of the key column (one
-vectorized hash), a stable counting sort of the rows by shard, one ``take`` per shard with rows, and
-putting the outputs back is one ``take`` with the inverse permutation. A batch whose rows all belong
-to one shard goes whole, and its output comes back as it is. A fleet that sends the same keys in the
-same order every batch pays for the hash and the sort once: the plan is kept while the key column is
-equal to the previous batch's (checked with ``Array.equals``, a memory comparison).
-(Arrow slices would avoid the ``take`` per shard, but a pickled slice carries its whole parent buffers
-to every shard.)
+vectorized hash) and a stable counting sort of the rows by shard. A batch whose rows all belong to one
+shard goes whole, and its output comes back as it is. Otherwise the whole batch and the shard of each
+row (:class:`SharedBatch`) go to the object store once, and every shard takes its own rows there: the
+driver copies nothing per shard. (Arrow slices would be cheaper than takes, but a pickled slice
+carries its whole parent buffers; a batch that is itself such a slice is cut on the driver, one
+``take`` per shard.) The outputs are put back in input order by :func:`scatter_batches`. A fleet that
+sends the same keys in the same order every batch pays for the hash and the sort once: the plan is
+kept while the key column is equal to the previous batch's (checked with ``Array.equals``, a memory
+comparison).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from streamlstm.cluster.scatter import scatter_batches
 from streamlstm.errors import ConfigError
 from streamlstm.runtime.key_groups import key_group
 
-__all__ = ["BatchSplit", "ShardLayout", "SplitPlan", "Splitter"]
+__all__ = ["BatchSplit", "SharedBatch", "ShardLayout", "SplitPlan", "Splitter"]
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,13 @@ class ShardLayout:
 class SplitPlan:
     """Where the rows of a batch go: ``rows[i]`` the input rows of shard ``i`` (in input order; shards
     without rows are absent), ``inverse`` the permutation that puts the shards' outputs, concatenated in
-    shard order, back in input order (None when one shard holds every row)."""
+    shard order, back in input order, and ``shard_of_row`` the shard of every row (both None when one
+    shard holds every row)."""
 
     num_rows: int
     rows: dict[int, np.ndarray]
     inverse: np.ndarray | None
+    shard_of_row: np.ndarray | None = None
 
     @classmethod
     def of(cls, shard: np.ndarray, shards: int) -> SplitPlan:
@@ -81,8 +86,9 @@ class SplitPlan:
         counts = np.bincount(shard, minlength=shards)
         if shards == 1 or int(counts.max(initial=0)) == n:
             return cls(n, {int(shard[0]) if n else 0: np.arange(n)}, None)
+        small = shard.astype(np.uint8 if shards < 256 else np.int32)
         # A stable sort of small integers is a radix sort in numpy: linear in the rows.
-        order = np.argsort(shard.astype(np.uint8 if shards < 256 else np.int32), kind="stable")
+        order = np.argsort(small, kind="stable")
         rows, start = {}, 0
         for index, count in enumerate(counts.tolist()):
             if count:
@@ -90,15 +96,28 @@ class SplitPlan:
             start += count
         inverse = np.empty(n, np.int64)
         inverse[order] = np.arange(n)
-        return cls(n, rows, inverse)
+        return cls(n, rows, inverse, small)
+
+
+@dataclass(frozen=True)
+class SharedBatch:
+    """A whole batch and the shard of each of its rows: one object sent to every shard of the batch,
+    which takes its own rows (those of ``SplitPlan.rows[shard]``, in input order)."""
+
+    batch: pa.RecordBatch
+    shard_of_row: np.ndarray
+
+    def part(self, shard: int) -> pa.RecordBatch:
+        return self.batch.take(pa.array(np.flatnonzero(self.shard_of_row == shard)))
 
 
 @dataclass(frozen=True)
 class BatchSplit:
-    """A batch cut by shard: ``parts[i]`` are the rows of shard ``i`` (``plan.rows[i]``, in input order)."""
+    """A batch cut by shard: ``parts[i]`` holds the rows of shard ``i`` (``plan.rows[i]``, in input order):
+    the part itself, or a :class:`SharedBatch` that shard ``i`` cuts it from."""
 
     plan: SplitPlan
-    parts: dict[int, pa.RecordBatch]
+    parts: dict[int, pa.RecordBatch | SharedBatch]
 
     @property
     def rows(self) -> dict[int, np.ndarray]:
@@ -110,12 +129,22 @@ class BatchSplit:
         n = batch.num_rows if isinstance(batch, pa.RecordBatch) else 0
         return cls(SplitPlan(n, {shard: np.arange(n)}, None), {shard: batch})
 
+    def part(self, shard: int) -> pa.RecordBatch | None:
+        """The rows of ``shard`` as a batch (None: it has none)."""
+        part = self.parts.get(shard)
+        return part.part(shard) if isinstance(part, SharedBatch) else part
+
     def assemble(self, outputs: dict[int, pa.RecordBatch]) -> pa.RecordBatch:
         """The shards' output batches put back in input order: what one runtime would have returned."""
         if self.plan.inverse is None:
             return next(iter(outputs.values()))
-        joined = pa.concat_batches([outputs[s] for s in sorted(outputs)])
-        return joined.take(pa.array(self.plan.inverse))
+        shards = sorted(outputs)
+        return scatter_batches([outputs[s] for s in shards], [self.plan.rows[s] for s in shards], self.plan.inverse)
+
+
+def _carries_more(batch: pa.RecordBatch) -> bool:
+    """Whether pickling ``batch`` would carry much more than its rows (it is a slice of a larger batch)."""
+    return batch.get_total_buffer_size() > 2 * batch.nbytes + 4096
 
 
 class Splitter:
@@ -140,4 +169,6 @@ class Splitter:
         plan = self.plan(batch.column(self.key))
         if plan.inverse is None:
             return BatchSplit(plan, {next(iter(plan.rows)): batch})
-        return BatchSplit(plan, {shard: batch.take(pa.array(rows)) for shard, rows in plan.rows.items()})
+        if _carries_more(batch):
+            return BatchSplit(plan, {shard: batch.take(pa.array(rows)) for shard, rows in plan.rows.items()})
+        return BatchSplit(plan, dict.fromkeys(plan.rows, SharedBatch(batch, plan.shard_of_row)))

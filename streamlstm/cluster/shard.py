@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
+from streamlstm.cluster.layout import SharedBatch
 from streamlstm.errors import StreamError, StreamLSTMError
 from streamlstm.io.model_file import model_from_bytes
 from streamlstm.io.runtime_file import load_runtime, save_runtime
@@ -47,12 +48,15 @@ class Shard:
                              **self.options)
 
     # -- feeding ---------------------------------------------------------------------------------
-    def step(self, seq: int, part: pa.RecordBatch, *verdicts: Any) -> tuple[Any, pa.RecordBatch | None]:
-        """Settle the pending feed by ``verdicts``, then prepare ``part`` (batch number ``seq``) and keep it
-        pending: ``(PREPARED, output)``, or ``((error, row of the part or -1), None)`` for a bad part.
-        (Called with ``num_returns=2``: the status and the output are two objects, so that the next
-        batch's verdicts carry only the statuses.)"""
+    def step(self, seq: int, part: pa.RecordBatch | SharedBatch, shard: int,
+             *verdicts: Any) -> tuple[Any, pa.RecordBatch | None]:
+        """Settle the pending feed by ``verdicts``, then prepare ``part`` (batch number ``seq``; a
+        :class:`SharedBatch`: its rows of shard ``shard``) and keep it pending: ``(PREPARED, output)``, or
+        ``((error, row of the part or -1), None)`` for a bad part. (Called with ``num_returns=2``: the
+        status and the output are two objects, so that the next batch's verdicts carry only the statuses.)"""
         self.settle(*verdicts)
+        if isinstance(part, SharedBatch):
+            part = part.part(shard)
         try:
             self.pending = self.runtime.prepare(part)
         except StreamLSTMError as exc:
