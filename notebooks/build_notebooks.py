@@ -24,6 +24,28 @@ def code(text: str) -> Cell:
     return ("code", text.strip("\n"))
 
 
+def scratch_setup(name: str, *extra_imports: str) -> Cell:
+    """The first code cell of a notebook that writes files: imports, seeds, one torch thread, and a
+    scratch directory ``streamlstm-<name>-...`` that the notebook's last cell removes."""
+    imports = "\n".join(sorted(["import tempfile", *extra_imports]))
+    return code(f"""
+{imports}
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+import streamlstm as sl
+
+torch.manual_seed(0)
+torch.set_num_threads(1)   # small tensors: one thread is fastest, above all on a shared machine
+rng = np.random.default_rng(0)
+scratch = tempfile.TemporaryDirectory(prefix="streamlstm-{name}-")   # removed by the last cell (or at exit)
+workdir = Path(scratch.name)
+""")
+
+
 LAYERS_QUICKSTART: list[Cell] = [
     md("""
 # streamlstm layers: a quickstart
@@ -208,23 +230,7 @@ stream by stream, exactly as it would have run live. This notebook writes such a
 forecaster, replays the file with a progress bar and plots the forecasts.
 `streamlstm replay INPUT --model MODEL --out OUTPUT` does the same from a shell, resumably.
 """),
-    code("""
-import tempfile
-import time
-from pathlib import Path
-
-import numpy as np
-import pyarrow as pa
-import torch
-
-import streamlstm as sl
-
-torch.manual_seed(0)
-torch.set_num_threads(1)   # small tensors: one thread is fastest, above all on a shared machine
-rng = np.random.default_rng(0)
-scratch = tempfile.TemporaryDirectory(prefix="streamlstm-replay-")   # removed by the last cell (or at exit)
-workdir = Path(scratch.name)
-"""),
+    scratch_setup("replay", "import time"),
     md("""
 ## A recorded file: 40 sensors, 600 readings each, interleaved in time order
 
@@ -435,22 +441,7 @@ carries it serves predictions from.
 This notebook trains a forecaster on a recorded file with `fit_streams`, then keeps learning live
 while the sensors change, with the dashboard showing the loss.
 """),
-    code("""
-import tempfile
-from pathlib import Path
-
-import numpy as np
-import pyarrow as pa
-import torch
-
-import streamlstm as sl
-
-torch.manual_seed(0)
-torch.set_num_threads(1)   # small tensors: one thread is fastest, above all on a shared machine
-rng = np.random.default_rng(0)
-scratch = tempfile.TemporaryDirectory(prefix="streamlstm-train-")   # removed by the last cell (or at exit)
-workdir = Path(scratch.name)
-"""),
+    scratch_setup("train"),
     md("""
 ## A recorded file: 48 sensors of different lengths, interleaved in time order
 
