@@ -17,6 +17,7 @@ one round per position (step mode). The committed state of a key is its last seg
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,6 +130,7 @@ class StepLayout:
     rows: np.ndarray | None         # [n] input row at each packed position; None = identity
     key_final: np.ndarray | None    # [K] sorted position of each key's last segment; None = identity
     seg_last: np.ndarray | None = None   # [S] packed position of each sorted segment's last row (None: one round)
+    row_pos: np.ndarray | None = None    # [n] packed position of each input row (the inverse of ``rows``)
 
 
 def _identity_or(values: np.ndarray, size: int) -> np.ndarray | None:
@@ -140,34 +142,54 @@ def _identity_or(values: np.ndarray, size: int) -> np.ndarray | None:
 
 def step_layout(plan: RowPlan) -> StepLayout:
     """The :class:`StepLayout` of ``plan``, computed once per plan (plans of repeated batches are
-    cached by the runtime)."""
+    cached by the runtime).
+
+    Sorted position of segment ``s``: ``rank[s]`` (longest first, stable); ``rounds[r]`` = number of
+    segments longer than ``r`` (suffix sums of the length histogram); the packed position of row
+    ``pos`` of segment ``s`` is ``offset[pos] + rank[s]`` with ``offset`` the exclusive prefix sums of
+    ``rounds``. About fifteen numpy calls on short arrays (each costs more than its work there)."""
     cached = plan.__dict__.get("_step_layout")
     if cached is not None:
         return cached
     segments, n, steps = plan.num_segments, plan.num_rows, plan.max_len
     if steps == 1:   # one round over every segment, in processing order
-        layout = StepLayout(None, [segments], plan.proc_rows, _identity_or(plan.key_last_seg, segments))
+        row_pos = None
+        if plan.proc_rows is not None:
+            row_pos = np.empty(n, np.int64)
+            row_pos[plan.proc_rows] = _arange(n)
+        layout = StepLayout(None, [segments], plan.proc_rows, _identity_or(plan.key_last_seg, segments),
+                            row_pos=row_pos)
     else:
-        shorter = steps - plan.seg_len   # sorted ascending = longest first (a radix sort on small ints)
-        order = (shorter.astype(np.uint16) if steps < 1 << 16 else shorter).argsort(kind="stable")
-        ended = np.bincount(plan.seg_len, minlength=steps + 1)[:steps].cumsum()
-        rounds = segments - ended                      # segments longer than r, for each round r
-        offsets = np.zeros(steps, np.int64)
-        rounds[:-1].cumsum(out=offsets[1:])
+        # Sorted ascending by "shorter than the longest" = longest first (a radix sort on small ints).
+        order = np.subtract(steps, plan.seg_len, dtype=np.uint16 if steps < 1 << 16 else np.int64,
+                            casting="unsafe").argsort(kind="stable")
+        # A few entries (one per round): Python sums cost less than numpy calls on them.
+        longer = list(itertools.accumulate(np.bincount(plan.seg_len, minlength=steps + 1).tolist()[:0:-1]))
+        rounds = longer[::-1]
+        offsets = np.array([0, *itertools.accumulate(rounds[:-1])])
         rank = np.empty(segments, np.int64)
         rank[order] = _arange(segments)
         seg_of = plan.__dict__.get("_seg_of")
         if seg_of is None:
             seg_of = np.repeat(_arange(segments), plan.seg_len)
-        pos = np.zeros(n, np.int64) if plan.pos_in_seg is None else plan.pos_in_seg
-        proc_at = np.empty(n, np.int64)
-        proc_at[offsets[pos] + rank[seg_of]] = _arange(n)
-        rows = proc_at if plan.proc_rows is None else plan.proc_rows[proc_at]
-        one_per_key = segments == len(plan.key_rows)   # then key k's segment is segment k
+        packed = rank[seg_of]
+        if plan.pos_in_seg is not None:
+            packed += offsets[plan.pos_in_seg]
+        rows = np.empty(n, np.int64)
+        if plan.proc_rows is None:
+            rows[packed] = _arange(n)
+            row_pos = packed
+        else:
+            rows[packed] = plan.proc_rows
+            row_pos = np.empty(n, np.int64)
+            row_pos[plan.proc_rows] = packed
         seg_last = offsets[plan.seg_len[order] - 1]   # a segment of length L ends in round L - 1
         seg_last += _arange(segments)
-        layout = StepLayout(_identity_or(order, segments), rounds.tolist(), _identity_or(rows, n),
-                            _identity_or(rank if one_per_key else rank[plan.key_last_seg], segments), seg_last)
+        one_per_key = segments == len(plan.key_rows)   # then key k's segment is segment k
+        rows = _identity_or(rows, n)
+        layout = StepLayout(_identity_or(order, segments), rounds, rows,
+                            _identity_or(rank if one_per_key else rank[plan.key_last_seg], segments), seg_last,
+                            None if rows is None else row_pos)
     plan.__dict__["_step_layout"] = layout
     return layout
 
@@ -311,8 +333,7 @@ def _one_segment_per_key(group: np.ndarray, backwards: bool) -> RowPlan:
     seg_first = _starts(key_start)
     keys = len(seg_first)
     seg_len = _lengths(seg_first, n)
-    key_of_p = key_start.cumsum(dtype=np.int64)
-    key_of_p -= 1
+    key_of_p = np.repeat(_arange(keys), seg_len)   # (a bool cumsum converts first: several times slower)
     pos_in_seg = _arange(n) - seg_first[key_of_p]
     key_of_row = np.empty(n, np.int64)
     key_of_row[order] = key_of_p
