@@ -30,7 +30,12 @@ class Outcome:
     key_order: np.ndarray | None = None        # finals[s][i] belongs to key key_order[i] (None: i)
 
 
-def _unpermute(values: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+def _unpermute(values: torch.Tensor, perm: torch.Tensor | None, back: torch.Tensor | None) -> torch.Tensor:
+    """``values`` in processing order back in input order: gathered at ``back`` (each input row's
+    processing position) when known, else scattered to ``perm`` (a gather is about twice as fast on the
+    CPU: 9 vs 24 us for [1000, 32])."""
+    if back is not None:
+        return values.index_select(0, back)
     if perm is None:
         return values
     return torch.empty_like(values).index_copy_(0, perm, values)
@@ -52,14 +57,16 @@ def _segment_slots(rows: RowPlan, key_slots: np.ndarray, order: np.ndarray | Non
     one_per_key = rows.proc_rows is None or rows.num_segments == len(key_slots)   # segment k is key k's
     seg_slots = key_slots if one_per_key else key_slots[rows.seg_key]
     carry = rows.seg_carry & (seg_slots >= 0)
+    carry = None if carry.all() else carry
     if order is not None:
-        seg_slots, carry = seg_slots[order], carry[order]
-    return seg_slots, None if carry.all() else carry
+        seg_slots, carry = seg_slots[order], None if carry is None else carry[order]
+    return seg_slots, carry
 
 
 def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch.device):
     """Where a stage's segments read their carries and how its rows are ordered: (seg_slots, carry,
-    perm, final_of_key, step layout, first slot when the slots are consecutive, key order). The key
+    perm, back, final_of_key, step layout, first slot when the slots are consecutive, key order): ``perm``
+    takes the inputs into processing order, ``back`` (step mode) the outputs out of it. The key
     order is set when the final states come out as a permutation of the keys (step mode, one segment
     per key): ``key_order[i]`` is the key of final ``i``, and the commit can write them as they are."""
     layout = step_layout(rows) if step else None
@@ -67,18 +74,18 @@ def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch
     key_order = None
     if step:
         perm = None if layout.rows is None else index_tensor(layout.rows, device)
+        back = None if layout.row_pos is None else index_tensor(layout.row_pos, device)
         final_of_key = layout.key_final
         if final_of_key is not None and rows.num_segments == len(key_slots):
-            key_order = np.empty_like(final_of_key)
-            key_order[final_of_key] = np.arange(len(final_of_key))
+            key_order = layout.seg_order   # segment k is key k's, so the key of final i is segment i's
     else:
         keep_order = rows.layout in ("identity", "time_major")
-        perm = None if keep_order else index_tensor(rows.proc_rows, device)
+        perm, back = None if keep_order else index_tensor(rows.proc_rows, device), None
         final_of_key = None if rows.num_segments == len(key_slots) else rows.key_last_seg
     if final_of_key is not None and key_order is None:   # else made only if needed (see _run_stage)
         final_of_key = index_tensor(final_of_key, device)
     start = contiguous_start(seg_slots) if carry is None else None
-    return seg_slots, carry, perm, final_of_key, layout, start, key_order
+    return seg_slots, carry, perm, back, final_of_key, layout, start, key_order
 
 
 def _per_key(finals: list[torch.Tensor], has: torch.Tensor | None,
@@ -98,7 +105,7 @@ def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: Row
     arrangement = memo.get((stage.go_backwards, step))
     if arrangement is None:
         arrangement = memo[(stage.go_backwards, step)] = _arrangement(rows, key_slots, step, device)
-    seg_slots, carry, perm, final_of_key, layout, start, key_order = arrangement
+    seg_slots, carry, perm, back, final_of_key, layout, start, key_order = arrangement
     states, has = store.gather(number, seg_slots, carry, mask is not None, start)
     if mask is None and not record and perm is None and final_of_key is None and layout is not None \
             and len(layout.rounds) == 1:   # every stream one row, in key order: one step, nothing to reorder
@@ -121,8 +128,8 @@ def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: Row
             final_of_key = index_tensor(final_of_key, device)
         finals, has_out = _per_key(result.final, result.has_output, final_of_key)
         key_order = None
-    row_states = [_unpermute(s, perm) for s in result.row_states] if record else None
-    return _unpermute(result.outputs, perm), finals, has_out, row_states, key_order
+    row_states = [_unpermute(s, perm, back) for s in result.row_states] if record else None
+    return _unpermute(result.outputs, perm, back), finals, has_out, row_states, key_order
 
 
 def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan], key_slots: np.ndarray,
