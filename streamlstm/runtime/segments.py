@@ -242,43 +242,51 @@ def ragged_layout(plan: RowPlan) -> RaggedLayout | None:
     return layout
 
 
-def _order_by_key(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _order_by_key(group: np.ndarray, first_row: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows grouped by key (stable), keys in order of first appearance; and where each key starts.
 
     First-appearance order makes a batch whose rows go "step t of every stream, then step t + 1" the
     exact transpose of the padded batch (the "time_major" layout), and a batch already grouped by
     stream the identity.
 
-    When the group values span a small range (slots of a batch's streams, mostly), each row is tagged
-    with its key's first row through a table indexed by value, and one stable sort of those tags
-    (a radix sort when they fit 16 bits) gives the order; otherwise two sorts do."""
+    Each row is tagged with its key's first row (``first_row`` when the lookup found it, else through
+    a table indexed by value when the group values span a small range: slots of a batch's streams,
+    mostly), and one stable sort of those tags (a radix sort when they fit 16 bits) gives the order;
+    otherwise two sorts do."""
     n = len(group)
-    low, high = int(group.min()), int(group.max())
-    if high - low < 4 * n + 4096:
+    tag = first_row
+    if tag is None:
+        low, high = int(group.min()), int(group.max())
+        if high - low >= 4 * n + 4096:
+            return _order_by_sorting(group)
         first = np.empty(high - low + 1, np.int64)
         shifted = group - low
         first[shifted[::-1]] = _arange(n)[::-1]   # the last write wins: each value's first row
         tag = first[shifted]
-        if n <= 1 << 16:
-            tag = tag.astype(np.uint16)
-        order = tag.argsort(kind="stable")
-        sorted_tag = tag[order]
-    else:
-        order = group.argsort(kind="stable")
-        key_start = _run_starts(group[order])
-        key_first = _starts(key_start)
-        firsts = order[key_first]
-        if (firsts[1:] > firsts[:-1]).all():   # keys already in order of first appearance
-            return order, key_start
-        tag = firsts.repeat(_lengths(key_first, n))   # each row's key's first row
-        order = order[tag.argsort(kind="stable")]
-        sorted_tag = np.sort(tag)
-    return order, _run_starts(sorted_tag)
+    if n <= 1 << 16:
+        tag = tag.astype(np.uint16)
+    order = tag.argsort(kind="stable")
+    return order, _run_starts(tag[order])
+
+
+def _order_by_sorting(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_order_by_key` for group values spread over a wide range: two sorts."""
+    n = len(group)
+    order = group.argsort(kind="stable")
+    key_start = _run_starts(group[order])
+    key_first = _starts(key_start)
+    firsts = order[key_first]
+    if (firsts[1:] > firsts[:-1]).all():   # keys already in order of first appearance
+        return order, key_start
+    tag = firsts.repeat(_lengths(key_first, n))   # each row's key's first row
+    order = order[tag.argsort(kind="stable")]
+    return order, _run_starts(np.sort(tag))
 
 
 def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: np.ndarray | None,
-              backwards: bool) -> RowPlan:
-    """The plan for rows whose keys are ``group`` (equal values = same key)."""
+              backwards: bool, first_row: np.ndarray | None = None) -> RowPlan:
+    """The plan for rows whose keys are ``group`` (equal values = same key); ``first_row``: each row's
+    key's first row when known (see :class:`~streamlstm.runtime.keys.Lookup`)."""
     n = len(group)
     if distinct:
         return _one_row_per_key(n, reset, end)
@@ -286,8 +294,8 @@ def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: 
         period = _period(group) if n >= PERIODIC_ROWS else None
         if period is not None:
             return _periodic_plan(n, period, backwards)
-        return _one_segment_per_key(group, backwards)
-    order, key_start = _order_by_key(group)
+        return _one_segment_per_key(group, backwards, first_row)
+    order, key_start = _order_by_key(group, first_row)
     life_start = key_start.copy()
     if end is not None:
         life_start[1:] |= end[order][:-1]
@@ -325,11 +333,11 @@ def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: 
     return plan
 
 
-def _one_segment_per_key(group: np.ndarray, backwards: bool) -> RowPlan:
+def _one_segment_per_key(group: np.ndarray, backwards: bool, first_row: np.ndarray | None = None) -> RowPlan:
     """The plan when no row resets or ends a stream: each key's rows are one segment (the common case
     of live traffic, with half the operations of the general plan)."""
     n = len(group)
-    order, key_start = _order_by_key(group)
+    order, key_start = _order_by_key(group, first_row)
     seg_first = _starts(key_start)
     keys = len(seg_first)
     seg_len = _lengths(seg_first, n)
@@ -415,42 +423,3 @@ def _one_row_per_key(n: int, reset: np.ndarray | None, end: np.ndarray | None) -
         key_last_row=rows, key_last_seg=rows,
         key_released=_flags(n, False) if end is None else end.copy(), key_of_row=rows, known_layout="identity",
     )
-
-
-def late_rows(group: np.ndarray, distinct: bool, end: np.ndarray | None, time: np.ndarray, bound: np.ndarray,
-              has_bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows whose time is not after every earlier time of the same stream (life).
-
-    ``bound``/``has_bound`` give, per row, the stored last time of its key (used by the key's first
-    life). Returns ``(late [n] bool, previous [n])`` in input order, ``previous`` being the latest
-    earlier time a late row collided with.
-    """
-    n = len(group)
-    if distinct:
-        late = has_bound & (time <= bound)
-        return late, bound
-    order = np.argsort(group, kind="stable")
-    sorted_group = group[order]
-    key_start = np.ones(n, bool)
-    key_start[1:] = sorted_group[1:] != sorted_group[:-1]
-    life_start = key_start.copy()
-    if end is not None:
-        life_start[1:] |= end[order][:-1]
-    life_of = np.cumsum(life_start) - 1
-    t = time[order]
-    with_bound = key_start & has_bound[order]
-    values, ranks = np.unique(np.concatenate([t, bound[order][with_bound]]), return_inverse=True)
-    ranks = ranks.reshape(-1)
-    span = len(values) + 1
-    earlier = np.empty(n, np.int64)
-    earlier[1:] = ranks[:n - 1]
-    earlier[life_start] = -1
-    earlier[with_bound] = ranks[n:]
-    offset = life_of * span
-    running = np.maximum.accumulate(earlier + 1 + offset) - offset - 1
-    late_sorted = ranks[:n] <= running
-    late = np.empty(n, bool)
-    late[order] = late_sorted
-    previous = np.empty(n, values.dtype)
-    previous[order] = values[np.maximum(running, 0)]
-    return late, previous

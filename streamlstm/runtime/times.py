@@ -20,7 +20,6 @@ import pyarrow as pa
 from streamlstm.errors import StreamError
 from streamlstm.runtime.keys import Lookup
 from streamlstm.runtime.schema import ParsedBatch, describe_key
-from streamlstm.runtime.segments import late_rows
 from streamlstm.runtime.store import StreamStore
 
 __all__ = ["LATE_POLICIES", "check_times", "keep_rows"]
@@ -78,3 +77,42 @@ def _as_time(value: Any, arrow_type: pa.DataType) -> Any:
         return scalar.cast(arrow_type).as_py()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return scalar.as_py()
+
+
+def late_rows(group: np.ndarray, distinct: bool, end: np.ndarray | None, time: np.ndarray, bound: np.ndarray,
+              has_bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose time is not after every earlier time of the same stream (life).
+
+    ``bound``/``has_bound`` give, per row, the stored last time of its key (used by the key's first
+    life). Returns ``(late [n] bool, previous [n])`` in input order, ``previous`` being the latest
+    earlier time a late row collided with.
+    """
+    n = len(group)
+    if distinct:
+        late = has_bound & (time <= bound)
+        return late, bound
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    key_start = np.ones(n, bool)
+    key_start[1:] = sorted_group[1:] != sorted_group[:-1]
+    life_start = key_start.copy()
+    if end is not None:
+        life_start[1:] |= end[order][:-1]
+    life_of = np.cumsum(life_start) - 1
+    t = time[order]
+    with_bound = key_start & has_bound[order]
+    values, ranks = np.unique(np.concatenate([t, bound[order][with_bound]]), return_inverse=True)
+    ranks = ranks.reshape(-1)
+    span = len(values) + 1
+    earlier = np.empty(n, np.int64)
+    earlier[1:] = ranks[:n - 1]
+    earlier[life_start] = -1
+    earlier[with_bound] = ranks[n:]
+    offset = life_of * span
+    running = np.maximum.accumulate(earlier + 1 + offset) - offset - 1
+    late_sorted = ranks[:n] <= running
+    late = np.empty(n, bool)
+    late[order] = late_sorted
+    previous = np.empty(n, values.dtype)
+    previous[order] = values[np.maximum(running, 0)]
+    return late, previous
