@@ -35,7 +35,9 @@ class Lookup:
     ``slots[row]`` is the stream's slot or -1 for a key not in the index; ``group[row]`` is equal for
     rows of the same key (the slot for known keys, ``-1 - j`` for the j-th new key); ``new_rows`` holds
     one row per new key, in the order of ``j``; ``distinct`` says whether every row has its own key;
-    ``hashes`` holds each row's :func:`~streamlstm.runtime.key_groups.stable_hash` for string keys.
+    ``hashes`` holds each row's :func:`~streamlstm.runtime.key_groups.stable_hash` for string keys;
+    ``first_row[row]`` the first row of the same key, when every key is held (found on the way to
+    ``distinct``; the row planner groups rows by it), else None.
     """
 
     slots: np.ndarray
@@ -43,6 +45,7 @@ class Lookup:
     new_rows: np.ndarray
     distinct: bool
     hashes: np.ndarray | None = None
+    first_row: np.ndarray | None = None
 
 
 def _plain_strings(keys: pa.Array) -> pa.Array:
@@ -122,7 +125,9 @@ class KeyIndex:
             found = np.zeros(len(values), bool)
         hashes = values if strings is not None else None
         if found.all():   # every key held (steady traffic): group is the slots themselves
-            return Lookup(slots, slots, np.empty(0, np.int64), self._distinct(slots, None, 0), hashes)
+            first_row = self._first_rows(slots)
+            distinct = first_row is None or bool((first_row == np.arange(len(slots))).all())
+            return Lookup(slots, slots, np.empty(0, np.int64), distinct, hashes, first_row)
         group = slots.copy()
         missing = np.flatnonzero(~found)
         uniq, first, inverse = np.unique(values[missing], return_index=True, return_inverse=True)
@@ -161,6 +166,17 @@ class KeyIndex:
             new_rows = missing[first][order]
             group[missing] = -1 - rank[inverse.reshape(-1)]
         return Lookup(slots, group, new_rows, self._distinct(slots, slots >= 0, len(new_rows)))
+
+    def _first_rows(self, slots: np.ndarray) -> np.ndarray | None:
+        """Per row, the first row with the same slot (O(rows) with a scratch array indexed by slot; the
+        last write wins, so rows are written last to first); None for fewer than two rows."""
+        if len(slots) < 2:
+            return None
+        if len(self._scratch) < len(self.slot_keys):
+            self._scratch = np.zeros(len(self.slot_keys), np.int64)
+        rows = np.arange(len(slots))
+        self._scratch[slots[::-1]] = rows[::-1]
+        return self._scratch[slots]
 
     def _distinct(self, slots: np.ndarray, found: np.ndarray | None, new_keys: int) -> bool:
         """Whether no key repeats (``found`` None: every row's key is held): O(rows) with a scratch

@@ -329,8 +329,8 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         store = self._store
         kind = key_kind(parsed.keys.type)
         lookup = store.lookup(parsed.keys, kind) if store is not None else _new_lookup(parsed.keys, kind)
-        row_plans = {backwards: plan_rows(lookup.group, lookup.distinct, parsed.reset, parsed.end, backwards)
-                     for backwards in {stage.go_backwards for stage in self._plan.recurrent}}
+        row_plans = {back: plan_rows(lookup.group, lookup.distinct, parsed.reset, parsed.end, back, lookup.first_row)
+                     for back in {stage.go_backwards for stage in self._plan.recurrent}}
         rows = next(iter(row_plans.values()))
         placement = Placement(parsed.keys, kind, lookup, rows.key_rows, lookup.slots[rows.key_rows], rows.key_released)
         return BatchPlan(placement, row_plans)

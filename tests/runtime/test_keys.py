@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from runtime_helpers import F, feed_all, lstm, reference
 
 from streamlstm.runtime.keys import KeyIndex
@@ -77,3 +79,22 @@ def test_int_lookups_agree_with_a_dict_whatever_the_key_range(rng):
             renumber = {int(old): new for new, old in enumerate(order)}
             model = {k: renumber[s] for k, s in model.items()}
         assert len(index) == len(model)
+
+
+@settings(max_examples=100, deadline=None)
+@given(held=st.lists(st.integers(-5, 10**12), min_size=1, max_size=30, unique=True), data=st.data(),
+       kind=st.sampled_from(["int", "str"]))
+def test_first_row_names_each_rows_first_row_of_its_key_when_every_key_is_held(held, data, kind):
+    rows = data.draw(st.lists(st.sampled_from(held), min_size=0, max_size=40))
+    def as_keys(values):
+        return pa.array(values if kind == "int" else [f"k{v}" for v in values])
+
+    index = KeyIndex(kind)
+    known = index.lookup(as_keys(held))
+    index.insert(as_keys(held), known.new_rows, np.arange(100, 100 + len(held)), known)
+    found = index.lookup(as_keys(rows))
+    expected = [rows.index(value) for value in rows]
+    assert found.first_row is None if len(rows) < 2 else found.first_row.tolist() == expected
+    assert found.distinct == (len(set(rows)) == len(rows))
+    if len(rows) >= 2:   # a new key: no first rows (the planner finds them itself)
+        assert index.lookup(as_keys([*rows, max(held) + 1])).first_row is None
