@@ -200,8 +200,8 @@ class StreamTrainer:
                 self._count(full, 0, 0, None)
                 return self._output(full, np.zeros((0, self._plan.output_dim), np.float32), None, None, kept)
             lookup = store.lookup(parsed.keys, kind)
-        row_plans = {backwards: plan_rows(lookup.group, lookup.distinct, parsed.reset, parsed.end, backwards)
-                     for backwards in {stage.go_backwards for stage in self._plan.recurrent}}
+        row_plans = {back: plan_rows(lookup.group, lookup.distinct, parsed.reset, parsed.end, back, lookup.first_row)
+                     for back in {stage.go_backwards for stage in self._plan.recurrent}}
         rows = next(iter(row_plans.values()))
         placement = Placement(parsed.keys, kind, lookup, rows.key_rows, lookup.slots[rows.key_rows],
                               rows.key_released)
