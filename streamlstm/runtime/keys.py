@@ -125,8 +125,7 @@ class KeyIndex:
             found = np.zeros(len(values), bool)
         hashes = values if strings is not None else None
         if found.all():   # every key held (steady traffic): group is the slots themselves
-            first_row = self._first_rows(slots)
-            distinct = first_row is None or bool((first_row == np.arange(len(slots))).all())
+            first_row, distinct = self._first_rows(slots)
             return Lookup(slots, slots, np.empty(0, np.int64), distinct, hashes, first_row)
         group = slots.copy()
         missing = np.flatnonzero(~found)
@@ -167,16 +166,18 @@ class KeyIndex:
             group[missing] = -1 - rank[inverse.reshape(-1)]
         return Lookup(slots, group, new_rows, self._distinct(slots, slots >= 0, len(new_rows)))
 
-    def _first_rows(self, slots: np.ndarray) -> np.ndarray | None:
-        """Per row, the first row with the same slot (O(rows) with a scratch array indexed by slot; the
-        last write wins, so rows are written last to first); None for fewer than two rows."""
+    def _first_rows(self, slots: np.ndarray) -> tuple[np.ndarray | None, bool]:
+        """Per row, the first row with the same slot (None for fewer than two rows), and whether every
+        row is its own first (no key repeats): O(rows) with a scratch array indexed by slot, written last
+        row first (the last write wins)."""
         if len(slots) < 2:
-            return None
+            return None, True
         if len(self._scratch) < len(self.slot_keys):
             self._scratch = np.zeros(len(self.slot_keys), np.int64)
         rows = np.arange(len(slots))
         self._scratch[slots[::-1]] = rows[::-1]
-        return self._scratch[slots]
+        first = self._scratch[slots]
+        return first, bool((first == rows).all())
 
     def _distinct(self, slots: np.ndarray, found: np.ndarray | None, new_keys: int) -> bool:
         """Whether no key repeats (``found`` None: every row's key is held): O(rows) with a scratch
