@@ -44,9 +44,13 @@ _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 # 1,000); a step whose inputs were projected together with other rounds' (the runtime's step mode)
 # from ~64-128 rows (1.1x at 128, 1.2x at 256, 1.3-1.4x at 1,000; the projection of the extra rows
 # costs little, its call is made anyway); below ~64 rows the native cell wins (its fixed
-# cost is lower: 29 vs 38-50 us at 1 row).
+# cost is lower: 29 vs 38-50 us at 1 row). Chained rounds (the runtime's step mode on a batch where
+# streams have several rows) measure otherwise: the rounds 632, 264, 80, 19, 4, 1 of a live batch
+# take 658 us (median 756) with the native cell for every round, 763 (883) with this threshold and
+# 847 (990) with the inputs of rounds from 128 rows projected once (u=32; u=64: 1,244 / 1,356 /
+# 1,523 us): one round's larger gate-major buffers cost the next ones more than they save. So
+# ``step(chained=True)`` takes the native cell at any size (bench_kernels.py, second table).
 GATE_MAJOR_ROWS = 512        # a step alone
-PROJECTED_ROWS = 128         # a round of several, its inputs projected once for all (project_steps)
 
 
 def _version(tensor: torch.Tensor) -> int | None:
@@ -289,15 +293,17 @@ class LSTMCell(Layer):
             return None
         return project_gate_major(x, self.gate_major_weights())
 
-    def step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
-             projected: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, projected: torch.Tensor | None = None,
+             chained: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """One inference step (no dropout, no validation): ``(h', c')`` for inputs ``x`` [batch, input_dim].
 
         The kernel is chosen by shape, the numbers are the same to float rounding: for a standard cell
         torch's native cell below ``GATE_MAJOR_ROWS`` rows, the gate-major step from there on (or
         whenever ``projected``, these rows of :meth:`project_steps`, is given); otherwise
-        :meth:`recurrent_step`."""
-        if projected is None and x.shape[0] >= GATE_MAJOR_ROWS and self.is_standard:
+        :meth:`recurrent_step`. ``chained``: the step is one of several sequential rounds over a batch
+        (the stream runtime's step mode), which take the native cell at any size (see
+        ``GATE_MAJOR_ROWS``)."""
+        if projected is None and not chained and x.shape[0] >= GATE_MAJOR_ROWS and self.is_standard:
             projected = project_gate_major(x, self.gate_major_weights())
         if projected is not None:
             h_new, c_new = h.new_empty(h.shape), c.new_empty(c.shape)

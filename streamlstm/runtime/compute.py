@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from streamlstm.layers.fused import fused_lstm_cut
-from streamlstm.layers.lstm_cell import PROJECTED_ROWS
 from streamlstm.runtime.model_plan import RecurrentStage
 from streamlstm.runtime.segments import RaggedLayout, RowPlan, StepLayout
 from streamlstm.runtime.slabs import contiguous_start, index_tensor
@@ -170,20 +169,16 @@ def run_stage_step(stage: RecurrentStage, x: torch.Tensor, layout: StepLayout, s
     ``has`` per segment in sorted order (see :class:`~streamlstm.runtime.segments.StepLayout`).
 
     Round ``r`` runs the first ``rounds[r]`` segments one step: every read and write is a prefix of
-    the previous round's rows, so a round costs one kernel call per cell. The rounds' states are
-    joined in packed order, a segment's final states are its last row's; the first cell's input
-    projection is made once for the rows of the rounds that take the gate-major kernel
-    (:meth:`LSTMCell.project_steps`). Returns outputs (and recorded states) in packed order
-    and the final states in sorted segment order."""
+    the previous round's rows, so a round costs one kernel call per cell (``LSTMCell.step(...,
+    chained=True)``: the native cell, measured faster for chained rounds). The rounds' states are
+    joined in packed order, a segment's final states are its last row's. Returns outputs (and
+    recorded states) in packed order and the final states in sorted segment order."""
     rounds = layout.rounds
     if len(rounds) == 1:
         new = cells_step(stage, x, states, mask)
         out = _round_output(stage, new[-2], has, mask)
         return StageResult(out, new, None if mask is None else has | mask, list(new) if record else None)
     # Views made by one call each (slicing tensors from Python costs microseconds per slice).
-    big = [count for count in rounds if count >= PROJECTED_ROWS]   # a prefix: rounds never grow
-    projected = stage.cells[0].project_steps(x[:sum(big)]) if big else None
-    z_of = [] if projected is None else projected.split_with_sizes(big, dim=1)
     x_of = x.split_with_sizes(rounds)
     m_of = None if mask is None else mask.split_with_sizes(rounds)
     work = states
@@ -195,9 +190,9 @@ def run_stage_step(stage: RecurrentStage, x: torch.Tensor, layout: StepLayout, s
         inputs, m, new = x_of[r], None if m_of is None else m_of[r], []
         for j, cell in enumerate(stage.cells):
             h, c = work[2 * j], work[2 * j + 1]
-            if len(h) != count:
+            if h.shape[0] != count:
                 h, c = h[:count], c[:count]
-            h_new, c_new = cell.step(inputs, h, c, z_of[r] if j == 0 and r < len(z_of) else None)
+            h_new, c_new = cell.step(inputs, h, c, chained=True)
             if m is not None:   # masked rows keep their states
                 keep = m[:, None]
                 h_new, c_new = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
