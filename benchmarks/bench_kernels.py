@@ -1,11 +1,12 @@
 """The inference step's kernels by batch size: where LSTMCell.step switches from torch's native cell to the
-gate-major step (``GATE_MAJOR_ROWS`` in streamlstm/layers/lstm_cell.py).
+one-GEMM gate-major cell (``CELL_ROWS`` in streamlstm/layers/lstm_cell.py).
 
     python benchmarks/bench_kernels.py [--quick] [--threads 1]
 
 Per rows and units (F=8): microseconds per step of torch's native cell (``torch.lstm_cell``, what
 ``nn.LSTMCell`` runs), of the gate-major step including its input projection, and of the gate-major
-step alone (the projection made once for all rounds of a batch, as the runtime's step mode does).
+step alone (the projection made once for all rounds of a batch, as the runtime's step mode does), and of
+the gate-major cell (one GEMM over ``[x | h]``, what a lone step takes from ``CELL_ROWS`` rows).
 Contenders run round-robin and the minimum over rounds is reported: on a shared machine the minimum
 is the figure least disturbed by other processes.
 """
@@ -25,7 +26,7 @@ from _timing import print_table
 
 import streamlstm as sl
 from streamlstm.layers import kernels
-from streamlstm.layers.lstm_cell import GATE_MAJOR_ROWS
+from streamlstm.layers.lstm_cell import CELL_ROWS
 
 F = 8
 
@@ -56,6 +57,7 @@ def contenders(rows: int, units: int) -> dict[str, Callable[[], object]]:
         "gate-major": lambda: kernels.gate_major_step(kernels.project_gate_major(x, gate_major), h, c,
                                                       gate_major, out_h, out_c),
         "gate-major, projected": lambda: kernels.gate_major_step(projected, h, c, gate_major, out_h, out_c),
+        "gate-major cell": lambda: kernels.gate_major_cell(x, h, c, gate_major, out_h, out_c),
     }
 
 
@@ -69,13 +71,13 @@ def main() -> None:
     rounds = 8 if args.quick else 60
     table = []
     for units in (32, 64):
-        for rows in (1, 16, 64, 128, GATE_MAJOR_ROWS, 632, 1000, 4000):
+        for rows in (1, 16, 32, CELL_ROWS, 100, 128, 632, 1000, 4000, 10000):
             times = minimum_us(contenders(rows, units), rounds, max(1, 2000 // rows))
             native = times["native cell"]
             table.append([units, rows, *(f"{value:,.1f} ({native / value:.2f}x)" for value in times.values())])
     print(f"LSTM step, F={F}, {args.threads} thread(s); us per step (speed vs the native cell); "
-          f"LSTMCell.step takes the gate-major step from {GATE_MAJOR_ROWS} rows")
-    print_table(["units", "rows", "native cell", "gate-major", "gate-major, projected"], table)
+          f"LSTMCell.step takes the gate-major cell from {CELL_ROWS} rows")
+    print_table(["units", "rows", "native cell", "gate-major", "gate-major, projected", "gate-major cell"], table)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ Keras gate order ``i, f, c~, o`` (torch's too), ``a`` = activation, ``ra`` = rec
   ``x @ kernel + bias`` can be made once for many rows and steps (:func:`project_gate_major`) and each
   step then adds ``h @ recurrent_kernel``: the step of the stream runtime on large batches
   (``LSTMCell.step`` picks the kernel by rows; thresholds measured by benchmarks/bench_kernels.py).
+- :func:`gate_major_cell`: one step alone in the same layout with ONE batched GEMM over the joined
+  inputs ``[x | h | 1]`` [batch, F + u + 1] against the stacked weights ``[kernel; recurrent_kernel;
+  bias]`` (``GateMajorWeights.stacked`` [4, F + u + 1, u]; no ``1`` column and no bias row without a
+  bias): no projection buffer is written and read back, no separate bias pass, one call fewer. The
+  step of a batch whose rows each take one step (a fleet reporting once per batch).
 - :func:`native_cell`: ``torch._VF.lstm_cell``, one dispatch for a whole step (small batches, where
   per-operation overhead dominates). Weights in torch's layout (``kernel.T``, ``recurrent_kernel.T``).
 - :func:`native_sequence`: ``torch._VF.lstm``, PyTorch's fused sequence kernel (cuDNN on CUDA, the
@@ -47,8 +52,8 @@ from typing import NamedTuple, TypeVar
 
 import torch
 
-__all__ = ["GateMajorWeights", "cudnn_rnn_precision", "gate_major_step", "gate_major_weights", "gates", "native_cell",
-           "native_sequence", "project_gate_major"]
+__all__ = ["GateMajorWeights", "cudnn_rnn_precision", "gate_major_cell", "gate_major_step", "gate_major_weights",
+           "gates", "native_cell", "native_sequence", "project_gate_major"]
 
 # Resolved once: ``torch._VF`` looks names up on every attribute access.
 _VF_LSTM_CELL = torch._VF.lstm_cell  # noqa: SLF001 (torch's native kernels have no public name)
@@ -102,11 +107,14 @@ _GATE_MAJOR_ORDER = (0, 1, 3, 2)   # Keras blocks i, f, c~, o -> i, f, o, c~
 
 class GateMajorWeights(NamedTuple):
     """A standard cell's weights for :func:`gate_major_step`: ``kernel`` [4, F, u], ``recurrent_kernel``
-    [4, u, u], ``bias`` [4, 1, u] or None, blocks in the order ``i, f, o, c~`` (see the module docstring)."""
+    [4, u, u], ``bias`` [4, 1, u] or None, blocks in the order ``i, f, o, c~`` (see the module docstring);
+    ``stacked`` [4, F + u (+ 1), u] holds ``kernel`` above ``recurrent_kernel`` above ``bias`` (when there
+    is one) for :func:`gate_major_cell`."""
 
     kernel: torch.Tensor
     recurrent_kernel: torch.Tensor
     bias: torch.Tensor | None
+    stacked: torch.Tensor
 
 
 def gate_major_weights(kernel: torch.Tensor, recurrent_kernel: torch.Tensor,
@@ -118,8 +126,10 @@ def gate_major_weights(kernel: torch.Tensor, recurrent_kernel: torch.Tensor,
     def blocks(weight: torch.Tensor) -> torch.Tensor:
         return weight.detach().reshape(weight.shape[0], 4, units).permute(1, 0, 2)[list(_GATE_MAJOR_ORDER)].contiguous()
 
-    return GateMajorWeights(blocks(kernel), blocks(recurrent_kernel),
-                            None if bias is None else blocks(bias.reshape(1, -1)))
+    kernel4, recurrent4 = blocks(kernel), blocks(recurrent_kernel)
+    bias4 = None if bias is None else blocks(bias.reshape(1, -1))
+    stacked = torch.cat([kernel4, recurrent4] + ([] if bias4 is None else [bias4]), dim=1)
+    return GateMajorWeights(kernel4, recurrent4, bias4, stacked)
 
 
 def project_gate_major(x: torch.Tensor, weights: GateMajorWeights) -> torch.Tensor:
@@ -133,12 +143,29 @@ def gate_major_step(z: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weights: 
     """One sigmoid/tanh step from the projected inputs ``z`` [4, n, u] (:func:`project_gate_major`, not
     modified) and ``h``, ``c`` [n, u]; ``h'`` and ``c'`` are written into ``out_h`` and ``out_c`` [n, u]
     (which must not overlap ``h`` or ``c``)."""
-    g = torch.baddbmm(z, h.expand(4, *h.shape), weights.recurrent_kernel)
+    _gate_math(torch.baddbmm(z, h.expand(4, *h.shape), weights.recurrent_kernel), c, out_h, out_c)
+
+
+def gate_major_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weights: GateMajorWeights,
+                    out_h: torch.Tensor, out_c: torch.Tensor) -> None:
+    """One sigmoid/tanh step of ``x`` [n, F] from ``h``, ``c`` [n, u] with one GEMM:
+    ``z = [x | h | 1] @ stacked`` in gate-major layout [4, n, u] (``x @ kernel + h @ recurrent_kernel +
+    bias``); ``h'`` and ``c'`` are written into ``out_h`` and ``out_c`` [n, u] (which must not overlap
+    ``h`` or ``c``)."""
+    parts = [x, h] if weights.bias is None else [x, h, x.new_ones((x.shape[0], 1))]
+    joined = torch.cat(parts, dim=1)
+    _gate_math(torch.bmm(joined.expand(4, *joined.shape), weights.stacked), c, out_h, out_c)
+
+
+def _gate_math(g: torch.Tensor, c: torch.Tensor, out_h: torch.Tensor, out_c: torch.Tensor) -> None:
+    """``c' = sigmoid(f) * c + sigmoid(i) * tanh(c~)``, ``h' = sigmoid(o) * tanh(c')`` from the
+    pre-activations ``g`` [4, n, u] (blocks i, f, o, c~; activated in place) into ``out_h``, ``out_c``."""
     g[:3].sigmoid_()
     g[3].tanh_()
     torch.mul(g[1], c, out=out_c)
     out_c.addcmul_(g[0], g[3])
-    torch.mul(g[2], out_c.tanh(), out=out_h)
+    torch.tanh(out_c, out=out_h)
+    out_h.mul_(g[2])
 
 
 def native_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weight_ih: torch.Tensor,

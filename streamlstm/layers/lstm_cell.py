@@ -26,6 +26,7 @@ from streamlstm.layers.base import Layer, check_positive_int, check_rate
 from streamlstm.layers.dropout import DropoutMasks, SeededGenerators
 from streamlstm.layers.kernels import (
     GateMajorWeights,
+    gate_major_cell,
     gate_major_step,
     gate_major_weights,
     gates,
@@ -37,16 +38,16 @@ from streamlstm.layers.serialization import register
 __all__ = ["LSTMCell"]
 
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
-# From this many rows a step of a standard cell takes the gate-major kernel (batched GEMMs, then gate
-# math on contiguous blocks), below it torch's native cell (one dispatch, about 10 operations inside
-# ATen, whose per-gate activations run on strided slices). benchmarks/bench_kernels.py, 2-core VM, one
-# thread, F=8, u=32 and 64: a step that projects its own inputs breaks even at ~400-600 rows (1.1x at
-# 1,000); a step whose inputs were projected together with other rounds' (the runtime's step mode)
-# from ~64-128 rows (1.1x at 128, 1.2x at 256, 1.3-1.4x at 1,000; the projection of the extra rows
-# costs little, its call is made anyway); below ~64 rows the native cell wins (its fixed
-# cost is lower: 29 vs 38-50 us at 1 row).
-GATE_MAJOR_ROWS = 512        # a step alone
-PROJECTED_ROWS = 128         # a round of several, its inputs projected once for all (project_steps)
+# From this many rows a lone step of a standard cell takes the gate-major cell (one batched GEMM over
+# [x | h], then gate math on contiguous blocks), below it torch's native cell (one dispatch, about 10
+# operations inside ATen, whose per-gate activations run on strided slices; its fixed cost is lower).
+# benchmarks/bench_kernels.py, loaded 2-core VM, F=8, 1 and 2 threads: against the native cell 0.9-1.07x
+# at 64 rows, 1.0-1.2x at 100, 1.1-1.4x at 128-1,000, 1.5-1.8x at 4,000-10,000 (u=32 gains less
+# than u=64 below ~128 rows, hence 96).
+CELL_ROWS = 96
+# A round of several steps whose inputs were projected together (the runtime's step mode,
+# project_steps) takes the gate-major step from ~64-128 rows (1.1x at 128, 1.3-1.4x at 1,000).
+PROJECTED_ROWS = 128
 
 
 def _version(tensor: torch.Tensor) -> int | None:
@@ -294,14 +295,15 @@ class LSTMCell(Layer):
         """One inference step (no dropout, no validation): ``(h', c')`` for inputs ``x`` [batch, input_dim].
 
         The kernel is chosen by shape, the numbers are the same to float rounding: for a standard cell
-        torch's native cell below ``GATE_MAJOR_ROWS`` rows, the gate-major step from there on (or
-        whenever ``projected``, these rows of :meth:`project_steps`, is given); otherwise
+        torch's native cell below ``CELL_ROWS`` rows, the one-GEMM gate-major cell from there on, the
+        gate-major step when ``projected`` (these rows of :meth:`project_steps`) is given; otherwise
         :meth:`recurrent_step`."""
-        if projected is None and x.shape[0] >= GATE_MAJOR_ROWS and self.is_standard:
-            projected = project_gate_major(x, self.gate_major_weights())
-        if projected is not None:
+        if projected is not None or (x.shape[0] >= CELL_ROWS and self.is_standard):
             h_new, c_new = h.new_empty(h.shape), c.new_empty(c.shape)
-            gate_major_step(projected, h, c, self.gate_major_weights(), h_new, c_new)
+            if projected is None:
+                gate_major_cell(x, h, c, self.gate_major_weights(), h_new, c_new)
+            else:
+                gate_major_step(projected, h, c, self.gate_major_weights(), h_new, c_new)
             return h_new, c_new
         if self.is_standard:
             weight_ih, weight_hh = self.torch_weights()
