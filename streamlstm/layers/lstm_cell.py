@@ -298,13 +298,10 @@ class LSTMCell(Layer):
         torch's native cell below ``CELL_ROWS`` rows, the one-GEMM gate-major cell from there on, the
         gate-major step when ``projected`` (these rows of :meth:`project_steps`) is given; otherwise
         :meth:`recurrent_step`."""
-        if projected is not None or (x.shape[0] >= CELL_ROWS and self.is_standard):
-            h_new, c_new = h.new_empty(h.shape), c.new_empty(c.shape)
-            if projected is None:
-                gate_major_cell(x, h, c, self.gate_major_weights(), h_new, c_new)
-            else:
-                gate_major_step(projected, h, c, self.gate_major_weights(), h_new, c_new)
-            return h_new, c_new
+        if projected is not None:
+            return gate_major_step(projected, h, c, self.gate_major_weights())
+        if x.shape[0] >= CELL_ROWS and self.is_standard:
+            return gate_major_cell(x, h, c, self.gate_major_weights())
         if self.is_standard:
             weight_ih, weight_hh = self.torch_weights()
             return native_cell(x, h, c, weight_ih, weight_hh, self._parameters.get("bias"))
