@@ -124,17 +124,15 @@ class CarrySlabs:
 
     def _adoptable(self, stage: int, start: int, states: list[torch.Tensor]) -> bool:
         """Whether ``states`` may stand for the rows from ``start`` (see the module docstring): the
-        stage's adopted range is this one or none, and each tensor is a whole tensor of the slabs'
-        dtype and device, not a view of the slabs."""
-        adopted = self._adopted[stage]
-        count = len(states[0])
+        stage's adopted range is this one or none, and each tensor is contiguous, of the slabs' shape,
+        dtype and device, without gradient, and not in the slabs' memory."""
+        adopted, count = self._adopted[stage], states[0].shape[0]
         if adopted is not None and (adopted[0] != start or adopted[1] != count):
             return False
         for value, slab in zip(states, self.states[stage]):
-            if value.dtype != self.dtype or value.device != self.device or value.requires_grad \
-                    or not value.is_contiguous() \
-                    or value.storage_offset() or value.untyped_storage().data_ptr() == slab.data_ptr() \
-                    or value.shape != (count, slab.shape[1]):
+            at, low = value.data_ptr(), slab.data_ptr()
+            if value.dtype != self.dtype or value.requires_grad or value.shape != (count, slab.shape[1]) \
+                    or not value.is_contiguous() or value.device != self.device or low <= at < low + slab.nbytes:
                 return False
         return True
 
@@ -166,8 +164,10 @@ class CarrySlabs:
             start = contiguous_start(slots) if carry is None else None
         adopted = self._adopted[stage]
         if adopted is not None:
-            if start is not None and adopted[0] == start and adopted[1] == len(slots):
-                return list(adopted[2]), self.views(stage, start, len(slots))[1] if need_has else None
+            if carry is None:
+                found = self._from_adopted(stage, adopted, slots, start, need_has)
+                if found is not None:
+                    return found
             self.settle(stage)
         if start is not None:
             states, has = self.views(stage, start, len(slots))
@@ -185,6 +185,22 @@ class CarrySlabs:
             fill = torch.as_tensor(~carry, device=self.device)[:, None]
             states = [s.masked_fill_(fill, 0) for s in states]
             has = None if has is None else has & ~fill[:, 0]
+        return states, has
+
+    def _from_adopted(self, stage: int, adopted: tuple[int, int, list[torch.Tensor]], slots: np.ndarray,
+                      start: int | None, need_has: bool) -> tuple[list[torch.Tensor], torch.Tensor | None] | None:
+        """The carries of ``slots`` read from the adopted rows when they hold every one (None: not)."""
+        first, count, states = adopted
+        if start == first and len(slots) == count:   # the fleet again: the adopted tensors themselves
+            return list(states), self.views(stage, first, count)[1] if need_has else None
+        if not len(slots) or int(slots.min()) < first or int(slots.max()) >= first + count:
+            return None
+        if start is not None:
+            states = [state.narrow(0, start - first, len(slots)) for state in states]
+        else:   # the fleet in another order: gather from the adopted tensors
+            index = index_tensor(slots - first, self.device)
+            states = [state.index_select(0, index) for state in states]
+        has = self.has_output[stage].index_select(0, index_tensor(slots, self.device)) if need_has else None
         return states, has
 
     def read(self, slots: np.ndarray) -> list[tuple[list[np.ndarray], np.ndarray]]:
@@ -220,20 +236,29 @@ class CarrySlabs:
             slab.index_copy_(0, target, value.to(dtype=self.dtype, device=self.device))
 
     def write(self, stage: int, slots: np.ndarray, states: list[torch.Tensor], has: torch.Tensor | None,
-              start: int | None = -1) -> None:
-        """Write ``states`` (rows in the order of ``slots``) and ``has`` (None = all True); ``start``:
-        :func:`contiguous_start` of ``slots`` when the caller knows it (-1: not known)."""
-        self.settle(stage)
+              start: int | None = -1, adopt: bool = False) -> None:
+        """Write ``states`` (rows in the order of the distinct ``slots``) and ``has`` (None = all True);
+        ``start``: :func:`contiguous_start` of ``slots`` when the caller knows it (-1: not known).
+        ``adopt``: the caller hands over ``states`` (a commit's new tensors): when ``slots`` are one
+        range of slots, in any order, the states are put in slot order (one gather, cheaper than a
+        scatter) and adopted (see the module docstring)."""
         start = contiguous_start(slots) if start == -1 else start
-        if start is not None:   # slices: copy into the views
+        if adopt and start is None:
+            start, states, has = self._in_slot_order(slots, states, has)
+        if start is not None:   # slices: flags into the views, states adopted or copied into the views
             views, flags = self.views(stage, start, len(slots))
-            for view, value in zip(views, states):
-                view.copy_(value)
             if has is None:
                 flags.fill_(True)
             else:
                 flags.copy_(has)
+            if adopt and self._adoptable(stage, start, states):
+                self._adopted[stage] = (start, len(slots), list(states))
+                return
+            self.settle(stage)
+            for view, value in zip(views, states):
+                view.copy_(value)
             return
+        self.settle(stage)
         split = rotated_split(slots)
         if split is not None:
             for rows, at in _halves(slots, split):
@@ -249,6 +274,18 @@ class CarrySlabs:
             flags.index_fill_(0, target, True)
         else:
             flags.index_copy_(0, target, has.to(device=self.device))
+
+    def _in_slot_order(self, slots: np.ndarray, states: list[torch.Tensor], has: torch.Tensor | None):
+        """``(first slot, states, has)`` reordered by slot when the distinct ``slots`` are ``first ..
+        first + n - 1`` in some order; else ``(None, states, has)`` unchanged."""
+        n = len(slots)
+        first = int(slots.min()) if n else -1
+        if first < 0 or int(slots.max()) - first != n - 1:
+            return None, states, has
+        rows = np.empty(n, np.int64)
+        rows[slots - first] = np.arange(n)
+        index = index_tensor(rows, self.device)
+        return first, [s.index_select(0, index) for s in states], None if has is None else has.index_select(0, index)
 
     def zero(self, slots: np.ndarray) -> None:
         """Zero the states and ``has_output`` of ``slots``."""

@@ -85,8 +85,37 @@ def _adopt_same_range_again(slabs: CarrySlabs, expected: list[torch.Tensor]) -> 
         target[4:8] = v
 
 
+def _inside(slabs: CarrySlabs, expected: list[torch.Tensor]) -> None:
+    for slots in (np.array([6, 4]), np.array([5, 6]), np.array([7, 6, 5, 4])):   # read from the adopted rows
+        got, has = slabs.gather(0, slots, None, True)
+        assert all(torch.equal(g, e[torch.from_numpy(slots)]) for g, e in zip(got, expected))
+        assert bool(has.all())
+
+
+def _adopt_in_another_order(slabs: CarrySlabs, expected: list[torch.Tensor]) -> None:
+    slots = np.array([9, 7, 8, 6, 5, 4])   # one range of slots, shuffled: reordered, then adopted
+    value, has = _random(6, 6), torch.tensor([True, False, True, True, False, True])
+    slabs.write(0, slots, value, has, adopt=True)
+    got, _ = slabs.gather(0, np.arange(4, 10), None, False)
+    assert all(torch.equal(g, torch.empty_like(v).index_copy_(0, torch.from_numpy(slots - 4), v))
+               for g, v in zip(got, value))
+    assert torch.equal(slabs.gather(0, slots, None, True)[1], has)
+    for target, v in zip(expected, value):
+        target[torch.from_numpy(slots)] = v
+
+
+def _write_without_handing_over(slabs: CarrySlabs, expected: list[torch.Tensor]) -> None:
+    value = _random(4, 7)   # e.g. set_state: the caller keeps its tensors, they must be copied
+    slabs.write(0, np.array([5, 4, 7, 6]), value, None)
+    for target, v in zip(expected, value):
+        target[torch.from_numpy(np.array([5, 4, 7, 6]))] = v
+    for v in value:
+        v.fill_(123.0)
+
+
 @pytest.mark.parametrize("access", [_other_range, _by_index, _write_one, _zero_one, _grow, _compact,
-                                    _adopt_other_range, _adopt_same_range_again])
+                                    _adopt_other_range, _adopt_same_range_again, _inside, _adopt_in_another_order,
+                                    _write_without_handing_over])
 def test_every_access_sees_the_adopted_rows(access) -> None:
     slabs, expected = _adopting_slabs()
     access(slabs, expected)
