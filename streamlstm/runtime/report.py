@@ -67,7 +67,7 @@ class OutputBuilder:
     def _schema(self, arrays: list[pa.Array]) -> pa.Schema:
         """The output schema for these columns (what ``from_arrays(names=...)`` would make), made once
         per key and time column type: validating given names costs more than comparing a schema."""
-        types = tuple(array.type for array in arrays[:2 if self.time is not None else 1])
+        types = (arrays[0].type,) if self.time is None else (arrays[0].type, arrays[1].type)
         schema = self._schemas.get(types)
         if schema is None:
             if len(self._schemas) >= 16:

@@ -32,6 +32,9 @@ from streamlstm.arrow import as_tensor
 __all__ = ["CarrySlabs", "contiguous_start", "index_tensor", "rotated_split"]
 
 ROTATED_ROWS = 4096   # from this many slots, gathers and writes look for two runs (rotated_split)
+# From this many slots a commit's states for one range of slots in another order are put in slot order
+# and adopted (CarrySlabs.write); below, the few extra numpy calls cost more than the scatter saves.
+PERMUTED_ROWS = 1024
 
 
 def contiguous_start(slots: np.ndarray) -> int | None:
@@ -243,7 +246,7 @@ class CarrySlabs:
         range of slots, in any order, the states are put in slot order (one gather, cheaper than a
         scatter) and adopted (see the module docstring)."""
         start = contiguous_start(slots) if start == -1 else start
-        if adopt and start is None:
+        if adopt and start is None and len(slots) >= PERMUTED_ROWS:
             start, states, has = self._in_slot_order(slots, states, has)
         if start is not None:   # slices: flags into the views, states adopted or copied into the views
             views, flags = self.views(stage, start, len(slots))

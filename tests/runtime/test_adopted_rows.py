@@ -11,7 +11,7 @@ from runtime_helpers import TOL, lstm, make_batch, outputs, reference
 
 import streamlstm as sl
 from streamlstm.errors import StreamError
-from streamlstm.runtime.slabs import CarrySlabs
+from streamlstm.runtime.slabs import PERMUTED_ROWS, CarrySlabs
 
 SLOTS, SIZES = 16, (3, 2)
 
@@ -93,7 +93,7 @@ def _inside(slabs: CarrySlabs, expected: list[torch.Tensor]) -> None:
 
 
 def _adopt_in_another_order(slabs: CarrySlabs, expected: list[torch.Tensor]) -> None:
-    slots = np.array([9, 7, 8, 6, 5, 4])   # one range of slots, shuffled: reordered, then adopted
+    slots = np.array([9, 7, 8, 6, 5, 4])   # fewer than PERMUTED_ROWS: settled, then written by index
     value, has = _random(6, 6), torch.tensor([True, False, True, True, False, True])
     slabs.write(0, slots, value, has, adopt=True)
     got, _ = slabs.gather(0, np.arange(4, 10), None, False)
@@ -122,6 +122,33 @@ def test_every_access_sees_the_adopted_rows(access) -> None:
     copies = slabs.read(np.arange(SLOTS))[0][0]
     for got, want in zip(copies, expected):
         np.testing.assert_array_equal(got, want.numpy())
+
+
+def test_a_range_in_another_order_is_put_in_slot_order_and_adopted() -> None:
+    """A fleet in a new order every batch: each commit's states are reordered and adopted, each
+    gather reads them from the adopted tensors, and the slabs end with every write."""
+    n = PERMUTED_ROWS
+    slabs = CarrySlabs([list(SIZES)], torch.float32, torch.device("cpu"), n + 8)
+    expected, flags = _random(n + 8, 0), torch.zeros(n + 8, dtype=torch.bool)
+    slabs.write(0, np.arange(n + 8), expected, flags)
+    rng = np.random.default_rng(3)
+    for batch in range(3):
+        slots = 2 + rng.permutation(n)
+        value, has = _random(n, 10 + batch), torch.from_numpy(rng.random(n) > 0.5)
+        slabs.write(0, slots, value, has, adopt=True)
+        index = torch.from_numpy(slots)
+        for target, v in zip(expected, value):
+            target[index] = v
+        flags[index] = has
+        assert not torch.equal(slabs.states[0][0][2:n + 2], expected[0][2:n + 2]), "adopted, not copied"
+        order = 2 + rng.permutation(n)
+        got, got_has = slabs.gather(0, order, None, True)
+        assert all(torch.equal(g, e[torch.from_numpy(order)]) for g, e in zip(got, expected))
+        assert torch.equal(got_has, flags[torch.from_numpy(order)])
+    (states, has), = slabs.read(np.arange(n + 8))
+    for got, want in zip(states, expected):
+        np.testing.assert_array_equal(got, want.numpy())
+    np.testing.assert_array_equal(has, flags.numpy())
 
 
 def test_views_of_the_slabs_and_tensors_with_gradients_are_copied() -> None:
@@ -195,3 +222,22 @@ def test_adopted_rows_are_those_of_the_output() -> None:
     again = runtime.feed(make_batch(keys[:streams], x[:streams]))
     np.testing.assert_array_equal(outputs(second), kept)
     np.testing.assert_allclose(outputs(again), outputs(first), rtol=0, atol=0)
+
+
+def test_a_large_fleet_in_new_orders_equals_one_sequence_run() -> None:
+    """PERMUTED_ROWS streams and more, each batch one row per stream in a new order (or the same order
+    twice): outputs equal the layer's own run over each stream's whole sequence."""
+    streams, steps = PERMUTED_ROWS + 3, 5
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(streams, steps, 3)).astype(np.float32)
+    layer = lstm(4, 3, seed=5)
+    runtime = sl.StreamRuntime(layer, key="id", features="x")
+    got = np.zeros((streams, steps, 4), np.float32)
+    order = rng.permutation(streams)
+    for t in range(steps):
+        if t != 3:   # batch 3 repeats batch 2's order
+            order = rng.permutation(streams)
+        got[order, t] = outputs(runtime.feed(make_batch(order, x[order, t])))
+    with torch.no_grad():
+        want = layer(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, **TOL)
