@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["as_record_batch", "as_tensor", "fixed_list", "fixed_list_to_numpy"]
 
 _quiet = False   # torch's read-only warning has been silenced once (it warns once per process anyway)
+_torch: Any = None   # torch, imported by the first as_tensor call (an import statement per call shows)
 
 
 def as_record_batch(batch: Any) -> pa.RecordBatch | None:
@@ -148,13 +149,13 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
         >>> x.flags.writeable, as_tensor(x).shape
         (False, torch.Size([2, 3]))
     """
-    global _quiet
-    import torch
-
+    global _quiet, _torch
+    if _torch is None:
+        import torch as _torch
     if _quiet or array.flags.writeable:
-        return torch.from_numpy(array)
+        return _torch.from_numpy(array)
     with warnings.catch_warnings():   # torch warns once per process about read-only arrays
         warnings.simplefilter("ignore", UserWarning)
-        tensor = torch.from_numpy(array)
+        tensor = _torch.from_numpy(array)
     _quiet = True
     return tensor

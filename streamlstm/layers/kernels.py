@@ -7,15 +7,16 @@ Keras gate order ``i, f, c~, o`` (torch's too), ``a`` = activation, ``ra`` = rec
     h' = ra(o) * a(c')
 
 - :func:`gates`: the math above for any activations (the generic loop, training, dropout).
-- :func:`gate_major_weights`, :func:`project_gate_major`, :func:`gate_major_step`: the same math for
-  ``ra = sigmoid, a = tanh`` with the gates in *gate-major* layout ``z [4, batch, u]``, blocks in the
-  order ``i, f, o, c~`` (one batched GEMM, ``baddbmm``, computes all four blocks). Every block is then
-  contiguous, so ``sigmoid_`` runs once over ``z[:3]`` and ``tanh_`` over ``z[3]`` at full vector speed
-  (on ``[batch, 4u]`` the per-gate slices are strided, which costs torch's CPU kernels 3-4x: tanh of a
-  [1000, 32] slice of [1000, 128] takes ~78 us, of a contiguous [1000, 32] ~21 us). The input projection
-  ``x @ kernel + bias`` can be made once for many rows and steps (:func:`project_gate_major`) and each
-  step then adds ``h @ recurrent_kernel``: the step of the stream runtime on large batches
-  (``LSTMCell.step`` picks the kernel by rows; thresholds measured by benchmarks/bench_kernels.py).
+- :func:`gate_major_weights`, :func:`gate_major_cell`: the same math for ``ra = sigmoid, a = tanh``
+  with the gates in *gate-major* layout ``z [4, batch, u]``, blocks in the order ``i, f, o, c~``: ONE
+  batched GEMM over the joined inputs ``[x | h | 1]`` [batch, F + u + 1] against the stacked weights
+  ``[kernel; recurrent_kernel; bias]`` [4, F + u + 1, u] computes all four blocks (no ``1`` column and
+  no bias row without a bias). Every block is then contiguous, so ``sigmoid_`` runs once over
+  ``z[:3]`` and ``tanh_`` over ``z[3]`` at full vector speed (on ``[batch, 4u]`` the per-gate slices
+  are strided, which costs torch's CPU kernels 3-4x: tanh of a [1000, 32] slice of [1000, 128] takes
+  ~78 us, of a contiguous [1000, 32] ~21 us). The step of the stream runtime on batches from
+  ``CELL_ROWS`` rows (``LSTMCell.step`` picks the kernel by rows; the threshold measured by
+  benchmarks/bench_kernels.py, lone steps and the chained rounds of a live batch).
 - :func:`native_cell`: ``torch._VF.lstm_cell``, one dispatch for a whole step (small batches, where
   per-operation overhead dominates). Weights in torch's layout (``kernel.T``, ``recurrent_kernel.T``).
 - :func:`native_sequence`: ``torch._VF.lstm``, PyTorch's fused sequence kernel (cuDNN on CUDA, the
@@ -47,8 +48,8 @@ from typing import NamedTuple, TypeVar
 
 import torch
 
-__all__ = ["GateMajorWeights", "cudnn_rnn_precision", "gate_major_step", "gate_major_weights", "gates", "native_cell",
-           "native_sequence", "project_gate_major"]
+__all__ = ["GateMajorWeights", "cudnn_rnn_precision", "gate_major_cell", "gate_major_weights", "gates",
+           "native_cell", "native_sequence"]
 
 # Resolved once: ``torch._VF`` looks names up on every attribute access.
 _VF_LSTM_CELL = torch._VF.lstm_cell  # noqa: SLF001 (torch's native kernels have no public name)
@@ -101,12 +102,12 @@ _GATE_MAJOR_ORDER = (0, 1, 3, 2)   # Keras blocks i, f, c~, o -> i, f, o, c~
 
 
 class GateMajorWeights(NamedTuple):
-    """A standard cell's weights for :func:`gate_major_step`: ``kernel`` [4, F, u], ``recurrent_kernel``
-    [4, u, u], ``bias`` [4, 1, u] or None, blocks in the order ``i, f, o, c~`` (see the module docstring)."""
+    """A standard cell's weights for :func:`gate_major_cell`: ``stacked`` [4, F + u (+ 1), u] holds
+    ``kernel`` above ``recurrent_kernel`` above ``bias`` (when there is one), blocks in the order
+    ``i, f, o, c~`` (see the module docstring)."""
 
-    kernel: torch.Tensor
-    recurrent_kernel: torch.Tensor
-    bias: torch.Tensor | None
+    stacked: torch.Tensor
+    has_bias: bool
 
 
 def gate_major_weights(kernel: torch.Tensor, recurrent_kernel: torch.Tensor,
@@ -114,31 +115,31 @@ def gate_major_weights(kernel: torch.Tensor, recurrent_kernel: torch.Tensor,
     """Keras weights (``kernel`` [F, 4u], ``recurrent_kernel`` [u, 4u], ``bias`` [4u]) re-laid out,
     detached copies (the same numbers, moved)."""
     units = recurrent_kernel.shape[0]
-
-    def blocks(weight: torch.Tensor) -> torch.Tensor:
-        return weight.detach().reshape(weight.shape[0], 4, units).permute(1, 0, 2)[list(_GATE_MAJOR_ORDER)].contiguous()
-
-    return GateMajorWeights(blocks(kernel), blocks(recurrent_kernel),
-                            None if bias is None else blocks(bias.reshape(1, -1)))
+    rows = [kernel, recurrent_kernel] + ([] if bias is None else [bias.reshape(1, -1)])
+    joined = torch.cat([weight.detach() for weight in rows], dim=0)                # [F + u (+ 1), 4u]
+    stacked = joined.reshape(joined.shape[0], 4, units).permute(1, 0, 2)[list(_GATE_MAJOR_ORDER)].contiguous()
+    return GateMajorWeights(stacked, bias is not None)
 
 
-def project_gate_major(x: torch.Tensor, weights: GateMajorWeights) -> torch.Tensor:
-    """``x @ kernel + bias`` for ``x`` [n, F] in gate-major layout [4, n, u]."""
-    x4 = x.expand(4, *x.shape)
-    return torch.bmm(x4, weights.kernel) if weights.bias is None else torch.baddbmm(weights.bias, x4, weights.kernel)
+def gate_major_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+                    weights: GateMajorWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sigmoid/tanh step of ``x`` [n, F] from ``h``, ``c`` [n, u] with one GEMM:
+    ``z = [x | h | 1] @ stacked`` in gate-major layout [4, n, u] (``x @ kernel + h @ recurrent_kernel +
+    bias``). Returns new tensors ``(h', c')`` [n, u]; ``x``, ``h`` and ``c`` are only read."""
+    parts = [x, h, x.new_ones((x.shape[0], 1))] if weights.has_bias else [x, h]
+    joined = torch.cat(parts, dim=1)
+    return _gate_math(torch.bmm(joined.expand(4, *joined.shape), weights.stacked), c)
 
 
-def gate_major_step(z: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weights: GateMajorWeights,
-                    out_h: torch.Tensor, out_c: torch.Tensor) -> None:
-    """One sigmoid/tanh step from the projected inputs ``z`` [4, n, u] (:func:`project_gate_major`, not
-    modified) and ``h``, ``c`` [n, u]; ``h'`` and ``c'`` are written into ``out_h`` and ``out_c`` [n, u]
-    (which must not overlap ``h`` or ``c``)."""
-    g = torch.baddbmm(z, h.expand(4, *h.shape), weights.recurrent_kernel)
+def _gate_math(g: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``c' = sigmoid(f) * c + sigmoid(i) * tanh(c~)``, ``h' = sigmoid(o) * tanh(c')`` from the
+    pre-activations ``g`` [4, n, u] (blocks i, f, o, c~; activated in place). Few calls: each costs
+    about a microsecond of dispatch, which shows at a hundred rows."""
+    i, f, o, candidate = g.unbind(0)
     g[:3].sigmoid_()
-    g[3].tanh_()
-    torch.mul(g[1], c, out=out_c)
-    out_c.addcmul_(g[0], g[3])
-    torch.mul(g[2], out_c.tanh(), out=out_h)
+    candidate.tanh_()
+    c_new = torch.mul(f, c).addcmul_(i, candidate)
+    return torch.tanh(c_new).mul_(o), c_new
 
 
 def native_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weight_ih: torch.Tensor,

@@ -26,31 +26,26 @@ from streamlstm.layers.base import Layer, check_positive_int, check_rate
 from streamlstm.layers.dropout import DropoutMasks, SeededGenerators
 from streamlstm.layers.kernels import (
     GateMajorWeights,
-    gate_major_step,
+    gate_major_cell,
     gate_major_weights,
     gates,
     native_cell,
-    project_gate_major,
 )
 from streamlstm.layers.serialization import register
 
 __all__ = ["LSTMCell"]
 
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
-# From this many rows a step of a standard cell takes the gate-major kernel (batched GEMMs, then gate
-# math on contiguous blocks), below it torch's native cell (one dispatch, about 10 operations inside
-# ATen, whose per-gate activations run on strided slices). benchmarks/bench_kernels.py, 2-core VM, one
-# thread, F=8, u=32 and 64: a step that projects its own inputs breaks even at ~400-600 rows (1.1x at
-# 1,000); a step whose inputs were projected together with other rounds' (the runtime's step mode)
-# from ~64-128 rows (1.1x at 128, 1.2x at 256, 1.3-1.4x at 1,000; the projection of the extra rows
-# costs little, its call is made anyway); below ~64 rows the native cell wins (its fixed
-# cost is lower: 29 vs 38-50 us at 1 row). Chained rounds (the runtime's step mode on a batch where
-# streams have several rows) measure otherwise: the rounds 632, 264, 80, 19, 4, 1 of a live batch
-# take 658 us (median 756) with the native cell for every round, 763 (883) with this threshold and
-# 847 (990) with the inputs of rounds from 128 rows projected once (u=32; u=64: 1,244 / 1,356 /
-# 1,523 us): one round's larger gate-major buffers cost the next ones more than they save. So
-# ``step(chained=True)`` takes the native cell at any size (bench_kernels.py, second table).
-GATE_MAJOR_ROWS = 512        # a step alone
+# From this many rows a lone step of a standard cell takes the gate-major cell (one batched GEMM over
+# [x | h], then gate math on contiguous blocks), below it torch's native cell (one dispatch, about 10
+# operations inside ATen, whose per-gate activations run on strided slices; its fixed cost is lower).
+# benchmarks/bench_kernels.py, loaded 2-core VM, F=8, 1 and 2 threads: against the native cell 0.9-1.07x
+# at 64 rows, 1.0-1.2x at 100, 1.1-1.4x at 128-1,000, 1.5-1.8x at 4,000-10,000 (u=32 gains less
+# than u=64 below ~128 rows, hence 96).
+CELL_ROWS = 96
+# The chained rounds of a live batch (632, 264, 80, 19, 4, 1 rows, each from the previous one's states,
+# the runtime's step mode) measure the same way: 9-13% less with this threshold than with the native
+# cell for every round (bench_kernels.py, second table).
 
 
 def _version(tensor: torch.Tensor) -> int | None:
@@ -281,35 +276,19 @@ class LSTMCell(Layer):
         return self._derived("_torch_layout", lambda k, r, b: (k.T.contiguous(), r.T.contiguous()))
 
     def gate_major_weights(self) -> GateMajorWeights:
-        """The weights in the gate-major layout of :func:`~streamlstm.layers.kernels.gate_major_step`,
+        """The weights in the gate-major layout of :func:`~streamlstm.layers.kernels.gate_major_cell`,
         cached until they change (as :meth:`torch_weights`)."""
         return self._derived("_gate_major", gate_major_weights)
 
-    def project_steps(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The inputs ``x`` [n, input_dim] of several inference steps projected at once, in the
-        gate-major layout ``[4, n, units]`` of :mod:`~streamlstm.layers.kernels` (for :meth:`step`'s
-        ``projected``); None when the cell is not standard or ``x`` has no rows."""
-        if not len(x) or not self.is_standard:
-            return None
-        return project_gate_major(x, self.gate_major_weights())
-
-    def step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, projected: torch.Tensor | None = None,
-             chained: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One inference step (no dropout, no validation): ``(h', c')`` for inputs ``x`` [batch, input_dim].
 
         The kernel is chosen by shape, the numbers are the same to float rounding: for a standard cell
-        torch's native cell below ``GATE_MAJOR_ROWS`` rows, the gate-major step from there on (or
-        whenever ``projected``, these rows of :meth:`project_steps`, is given); otherwise
-        :meth:`recurrent_step`. ``chained``: the step is one of several sequential rounds over a batch
-        (the stream runtime's step mode), which take the native cell at any size (see
-        ``GATE_MAJOR_ROWS``)."""
-        if projected is None and not chained and x.shape[0] >= GATE_MAJOR_ROWS and self.is_standard:
-            projected = project_gate_major(x, self.gate_major_weights())
-        if projected is not None:
-            h_new, c_new = h.new_empty(h.shape), c.new_empty(c.shape)
-            gate_major_step(projected, h, c, self.gate_major_weights(), h_new, c_new)
-            return h_new, c_new
+        torch's native cell below ``CELL_ROWS`` rows, the one-GEMM gate-major cell from there on;
+        otherwise :meth:`recurrent_step`."""
         if self.is_standard:
+            if x.shape[0] >= CELL_ROWS:
+                return gate_major_cell(x, h, c, self.gate_major_weights())
             weight_ih, weight_hh = self.torch_weights()
             return native_cell(x, h, c, weight_ih, weight_hh, self._parameters.get("bias"))
         h_new, (_, c_new) = self.recurrent_step(self.project_inputs(x, False), [h, c], False)

@@ -169,10 +169,9 @@ def run_stage_step(stage: RecurrentStage, x: torch.Tensor, layout: StepLayout, s
     ``has`` per segment in sorted order (see :class:`~streamlstm.runtime.segments.StepLayout`).
 
     Round ``r`` runs the first ``rounds[r]`` segments one step: every read and write is a prefix of
-    the previous round's rows, so a round costs one kernel call per cell (``LSTMCell.step(...,
-    chained=True)``: the native cell, measured faster for chained rounds). The rounds' states are
-    joined in packed order, a segment's final states are its last row's. Returns outputs (and
-    recorded states) in packed order and the final states in sorted segment order."""
+    the previous round's rows, so a round costs one kernel call per cell (:meth:`LSTMCell.step`). The
+    rounds' states are joined in packed order, a segment's final states are its last row's. Returns
+    outputs (and recorded states) in packed order and the final states in sorted segment order."""
     rounds = layout.rounds
     if len(rounds) == 1:
         new = cells_step(stage, x, states, mask)
@@ -192,7 +191,7 @@ def run_stage_step(stage: RecurrentStage, x: torch.Tensor, layout: StepLayout, s
             h, c = work[2 * j], work[2 * j + 1]
             if h.shape[0] != count:
                 h, c = h[:count], c[:count]
-            h_new, c_new = cell.step(inputs, h, c, chained=True)
+            h_new, c_new = cell.step(inputs, h, c)
             if m is not None:   # masked rows keep their states
                 keep = m[:, None]
                 h_new, c_new = torch.where(keep, h_new, h), torch.where(keep, c_new, c)

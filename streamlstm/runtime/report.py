@@ -40,6 +40,7 @@ class OutputBuilder:
         self.key, self.time, self.widths = key, time, widths
         # Fields made from names alone: nullable, no metadata, whatever the input's fields say.
         self.names = [key] + ([] if time is None else [time]) + [name for name, _ in widths]
+        self._schemas: dict[tuple[pa.DataType, ...], pa.Schema] = {}   # by the key (and time) column type
 
     def build(self, keys: pa.Array, time_column: pa.Array | None, outcome: Any,
               kept: np.ndarray | None) -> pa.RecordBatch:
@@ -52,7 +53,8 @@ class OutputBuilder:
         for index, (_, size) in enumerate(self.widths):
             data = np.zeros((0, size), np.float32) if values is None else _host(values[index])
             if kept is None and len(data) == rows:   # the common case: the array wraps ``data``, no copy
-                data = np.ascontiguousarray(data)
+                if not data.flags.c_contiguous:
+                    data = np.ascontiguousarray(data)
                 flat = pa.Array.from_buffers(_FLOAT32, data.size, [None, pa.py_buffer(data)])
                 arrays.append(pa.FixedSizeListArray.from_arrays(flat, size))
             else:
@@ -60,7 +62,19 @@ class OutputBuilder:
                 valid = np.zeros(rows, bool) if kept is None else kept
                 padded[valid] = data
                 arrays.append(fixed_list(padded, valid))
-        return pa.RecordBatch.from_arrays(arrays, names=self.names)
+        return pa.RecordBatch.from_arrays(arrays, schema=self._schema(arrays))
+
+    def _schema(self, arrays: list[pa.Array]) -> pa.Schema:
+        """The output schema for these columns (what ``from_arrays(names=...)`` would make), made once
+        per key and time column type: validating given names costs more than comparing a schema."""
+        types = (arrays[0].type,) if self.time is None else (arrays[0].type, arrays[1].type)
+        schema = self._schemas.get(types)
+        if schema is None:
+            if len(self._schemas) >= 16:
+                self._schemas.clear()
+            schema = self._schemas[types] = pa.schema([pa.field(name, array.type)
+                                                       for name, array in zip(self.names, arrays)])
+        return schema
 
 
 def summary(stats: dict[str, Any], layers: list[str], device: Any, mode: str) -> list[tuple[str, str]]:

@@ -270,7 +270,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         parsed = self._parser.parse(batch, width=self._plan.input_dim,
                                     expected_key_kind=None if store is None else store.key_kind,
                                     time_type=self._time_type, allow_nonfinite=self.allow_nonfinite,
-                                    dtype=self._plan.dtype)
+                                    dtype=self._plan.dtype if store is None else store.dtype)   # the carries
         prepared = PreparedFeed(self, self._token(), parsed)
         if parsed.num_rows == 0:
             output = self._output

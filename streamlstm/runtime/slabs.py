@@ -11,6 +11,15 @@ never made resident by the operating system, so spare capacity costs address spa
 process grows by the rows streams actually use. A slot's rows are always written before they are read
 (a new stream's first segment starts from zeros by construction, see
 :mod:`streamlstm.runtime.segments`), so no slot needs clearing.
+
+Adopted rows: a fleet fed the same streams in the same order every batch writes one range of slots
+with states known to be complete (``has_output`` True already, :meth:`CarrySlabs.write_states`). Its
+new states are then not copied into the slabs: the slabs keep the batch's own tensors as the rows of
+that range (``[start, start + count)`` of a stage), the next batch reads them as they are and replaces
+them by its own. Anything else that touches the stage's slabs first copies them in
+(:meth:`CarrySlabs.settle`). Nobody writes the adopted tensors in place (compute never writes its
+inputs, and the runtime's output columns that may share their memory are read-only Arrow arrays), so
+holding them is as good as holding a copy: a feed of 10,000 rows saves two copies of [10000, units].
 """
 
 from __future__ import annotations
@@ -23,6 +32,9 @@ from streamlstm.arrow import as_tensor
 __all__ = ["CarrySlabs", "contiguous_start", "index_tensor", "rotated_split"]
 
 ROTATED_ROWS = 4096   # from this many slots, gathers and writes look for two runs (rotated_split)
+# From this many slots a commit's states for one range of slots in another order are put in slot order
+# and adopted (CarrySlabs.write); below, the few extra numpy calls cost more than the scatter saves.
+PERMUTED_ROWS = 1024
 
 
 def contiguous_start(slots: np.ndarray) -> int | None:
@@ -73,6 +85,8 @@ class CarrySlabs:
         self.states: list[list[torch.Tensor]] = [[self._new(0, size) for size in sizes] for sizes in stage_sizes]
         self.has_output = [torch.zeros(0, dtype=torch.bool, device=device) for _ in stage_sizes]
         self._views: dict[tuple[int, int, int], tuple[list[torch.Tensor], torch.Tensor]] = {}
+        # Per stage: (start, count, states) adopted in place of those rows (see the module docstring).
+        self._adopted: list[tuple[int, int, list[torch.Tensor]] | None] = [None] * len(stage_sizes)
         self.resize(capacity)
 
     def _new(self, rows: int, size: int) -> torch.Tensor:
@@ -82,6 +96,7 @@ class CarrySlabs:
         """New slabs of ``capacity`` rows. Row ``i`` takes old row ``order[i]`` (default: the first
         ``min(old, capacity)`` rows keep their place); other rows are left unwritten. The old slabs are
         dropped, so their memory goes back to the operating system."""
+        self.settle()
         if order is None:
             order = np.arange(min(self.capacity, capacity))
         keep = index_tensor(order, self.device) if len(order) else None
@@ -100,9 +115,34 @@ class CarrySlabs:
         self.capacity = capacity
         self._views.clear()
 
+    def settle(self, stage: int | None = None) -> None:
+        """Copy the adopted rows of ``stage`` (every stage when None) into the slabs."""
+        for number in range(len(self._adopted)) if stage is None else (stage,):
+            adopted = self._adopted[number]
+            if adopted is not None:
+                self._adopted[number] = None
+                start, count, states = adopted
+                for view, value in zip(self.views(number, start, count)[0], states):
+                    view.copy_(value)
+
+    def _adoptable(self, stage: int, start: int, states: list[torch.Tensor]) -> bool:
+        """Whether ``states`` may stand for the rows from ``start`` (see the module docstring): the
+        stage's adopted range is this one or none, and each tensor is contiguous, of the slabs' shape,
+        dtype and device, without gradient, and not in the slabs' memory."""
+        adopted, count = self._adopted[stage], states[0].shape[0]
+        if adopted is not None and (adopted[0] != start or adopted[1] != count):
+            return False
+        for value, slab in zip(states, self.states[stage]):
+            at, low = value.data_ptr(), slab.data_ptr()
+            if value.dtype != self.dtype or value.requires_grad or value.shape != (count, slab.shape[1]) \
+                    or not value.is_contiguous() or value.device != self.device or low <= at < low + slab.nbytes:
+                return False
+        return True
+
     def views(self, stage: int, start: int, count: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The states and ``has_output`` of slots ``start .. start + count - 1`` as views (kept until
-        the slabs are reallocated: a fleet fed the same way every batch reads and writes the same ones)."""
+        """The states and ``has_output`` of slots ``start .. start + count - 1`` as views of the slabs
+        (kept until the slabs are reallocated: a fleet fed the same way every batch reads and writes the
+        same ones); callers settle adopted rows first."""
         key = (stage, start, count)
         views = self._views.get(key)
         if views is None:
@@ -125,6 +165,13 @@ class CarrySlabs:
         inputs in place); ``has`` is returned only when ``need_has``. ``start``: as for :meth:`write`."""
         if start == -1:
             start = contiguous_start(slots) if carry is None else None
+        adopted = self._adopted[stage]
+        if adopted is not None:
+            if carry is None:
+                found = self._from_adopted(stage, adopted, slots, start, need_has)
+                if found is not None:
+                    return found
+            self.settle(stage)
         if start is not None:
             states, has = self.views(stage, start, len(slots))
             return states, has if need_has else None
@@ -143,8 +190,25 @@ class CarrySlabs:
             has = None if has is None else has & ~fill[:, 0]
         return states, has
 
+    def _from_adopted(self, stage: int, adopted: tuple[int, int, list[torch.Tensor]], slots: np.ndarray,
+                      start: int | None, need_has: bool) -> tuple[list[torch.Tensor], torch.Tensor | None] | None:
+        """The carries of ``slots`` read from the adopted rows when they hold every one (None: not)."""
+        first, count, states = adopted
+        if start == first and len(slots) == count:   # the fleet again: the adopted tensors themselves
+            return list(states), self.views(stage, first, count)[1] if need_has else None
+        if not len(slots) or int(slots.min()) < first or int(slots.max()) >= first + count:
+            return None
+        if start is not None:
+            states = [state.narrow(0, start - first, len(slots)) for state in states]
+        else:   # the fleet in another order: gather from the adopted tensors
+            index = index_tensor(slots - first, self.device)
+            states = [state.index_select(0, index) for state in states]
+        has = self.has_output[stage].index_select(0, index_tensor(slots, self.device)) if need_has else None
+        return states, has
+
     def read(self, slots: np.ndarray) -> list[tuple[list[np.ndarray], np.ndarray]]:
         """Per stage: copies of the states of ``slots`` ([n, size] each) and their ``has_output``."""
+        self.settle()
         index = index_tensor(slots, self.device)
         return [([slab.index_select(0, index).cpu().numpy() for slab in states],
                  flags.index_select(0, index).cpu().numpy())
@@ -152,7 +216,15 @@ class CarrySlabs:
 
     # -- writing ----------------------------------------------------------------------------------
     def write_states(self, stage: int, slots: np.ndarray, states: list[torch.Tensor], start: int | None) -> None:
-        """:meth:`write` without ``has_output`` (known to be True already)."""
+        """:meth:`write` without ``has_output`` (known to be True already); rows from ``start`` may be
+        adopted instead of copied (see the module docstring)."""
+        if start is not None and self._adoptable(stage, start, states):
+            self._adopted[stage] = (start, len(slots), list(states))
+            return
+        self.settle(stage)
+        self._copy_states(stage, slots, states, start)
+
+    def _copy_states(self, stage: int, slots: np.ndarray, states: list[torch.Tensor], start: int | None) -> None:
         if start is not None:
             for view, value in zip(self.views(stage, start, len(slots))[0], states):
                 view.copy_(value)
@@ -160,26 +232,36 @@ class CarrySlabs:
         split = rotated_split(slots)
         if split is not None:
             for rows, at in _halves(slots, split):
-                self.write_states(stage, slots[rows], [s[rows] for s in states], at)
+                self._copy_states(stage, slots[rows], [s[rows] for s in states], at)
             return
         target = index_tensor(slots, self.device)
         for slab, value in zip(self.states[stage], states):
             slab.index_copy_(0, target, value.to(dtype=self.dtype, device=self.device))
 
     def write(self, stage: int, slots: np.ndarray, states: list[torch.Tensor], has: torch.Tensor | None,
-              start: int | None = -1) -> None:
-        """Write ``states`` (rows in the order of ``slots``) and ``has`` (None = all True); ``start``:
-        :func:`contiguous_start` of ``slots`` when the caller knows it (-1: not known)."""
+              start: int | None = -1, adopt: bool = False) -> None:
+        """Write ``states`` (rows in the order of the distinct ``slots``) and ``has`` (None = all True);
+        ``start``: :func:`contiguous_start` of ``slots`` when the caller knows it (-1: not known).
+        ``adopt``: the caller hands over ``states`` (a commit's new tensors): when ``slots`` are one
+        range of slots, in any order, the states are put in slot order (one gather, cheaper than a
+        scatter) and adopted (see the module docstring)."""
         start = contiguous_start(slots) if start == -1 else start
-        if start is not None:   # slices: copy into the views
+        if adopt and start is None and len(slots) >= PERMUTED_ROWS:
+            start, states, has = self._in_slot_order(slots, states, has)
+        if start is not None:   # slices: flags into the views, states adopted or copied into the views
             views, flags = self.views(stage, start, len(slots))
-            for view, value in zip(views, states):
-                view.copy_(value)
             if has is None:
                 flags.fill_(True)
             else:
                 flags.copy_(has)
+            if adopt and self._adoptable(stage, start, states):
+                self._adopted[stage] = (start, len(slots), list(states))
+                return
+            self.settle(stage)
+            for view, value in zip(views, states):
+                view.copy_(value)
             return
+        self.settle(stage)
         split = rotated_split(slots)
         if split is not None:
             for rows, at in _halves(slots, split):
@@ -196,8 +278,21 @@ class CarrySlabs:
         else:
             flags.index_copy_(0, target, has.to(device=self.device))
 
+    def _in_slot_order(self, slots: np.ndarray, states: list[torch.Tensor], has: torch.Tensor | None):
+        """``(first slot, states, has)`` reordered by slot when the distinct ``slots`` are ``first ..
+        first + n - 1`` in some order; else ``(None, states, has)`` unchanged."""
+        n = len(slots)
+        first = int(slots.min()) if n else -1
+        if first < 0 or int(slots.max()) - first != n - 1:
+            return None, states, has
+        rows = np.empty(n, np.int64)
+        rows[slots - first] = np.arange(n)
+        index = index_tensor(rows, self.device)
+        return first, [s.index_select(0, index) for s in states], None if has is None else has.index_select(0, index)
+
     def zero(self, slots: np.ndarray) -> None:
         """Zero the states and ``has_output`` of ``slots``."""
+        self.settle()
         index = index_tensor(slots, self.device)
         with torch.no_grad():
             for states, flags in zip(self.states, self.has_output):

@@ -288,7 +288,7 @@ class StreamStore:
                 if has is None and placement.flagged:   # has_output is True already (see Placement)
                     self.slabs.write_states(stage, written, states, placement.start if order is None else None)
                 else:
-                    self.slabs.write(stage, written, states, has, at)
+                    self.slabs.write(stage, written, states, has, at, adopt=True)
                     flagged = flagged and has is None
             placement.flagged = flagged
             start = placement.start

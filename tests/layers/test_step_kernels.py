@@ -1,4 +1,4 @@
-"""The inference step's kernels (streamlstm/layers/kernels.py): the gate-major step and torch's native cell
+"""The inference step's kernels (streamlstm/layers/kernels.py): the gate-major cell and torch's native cell
 give the Keras numbers, LSTMCell.step's choice between them is invisible, and the cached weights follow
 every way a parameter can change."""
 
@@ -12,7 +12,7 @@ from test_lstm_cell import built_cell, reference_step
 
 import streamlstm as sl
 from streamlstm.layers import kernels
-from streamlstm.layers.lstm_cell import GATE_MAJOR_ROWS
+from streamlstm.layers.lstm_cell import CELL_ROWS
 
 
 def _inputs(rows: int, input_dim: int, units: int, seed: int, dtype=torch.float64):
@@ -27,52 +27,48 @@ def _expected(cell: sl.LSTMCell, x, h, c):
     return reference_step(x.double().numpy(), h.double().numpy(), c.double().numpy(), weights[0], weights[1], bias)
 
 
-@pytest.mark.parametrize("rows", [0, 1, 2, 7, GATE_MAJOR_ROWS - 1, GATE_MAJOR_ROWS, 300])
+@pytest.mark.parametrize("rows", [0, 1, 2, 7, CELL_ROWS - 1, CELL_ROWS, 300])
 @pytest.mark.parametrize("use_bias", [True, False])
-def test_gate_major_step_is_the_keras_step(rows, use_bias) -> None:
-    cell = built_cell(units=5, input_dim=3, seed=rows, use_bias=use_bias)
-    x, h, c = _inputs(rows, 3, 5, seed=rows + 1)
-    out_h, out_c = torch.full_like(h, float("nan")), torch.full_like(c, float("nan"))
-    kernels.gate_major_step(cell.project_steps(x) if rows else torch.empty(4, 0, 5, dtype=x.dtype), h, c,
-                            cell.gate_major_weights(), out_h, out_c)
+def test_gate_major_cell_is_the_keras_step(rows, use_bias) -> None:
+    """The one-GEMM cell over [x | h] (what a lone step of CELL_ROWS rows or more takes)."""
+    cell = built_cell(units=5, input_dim=3, seed=rows + 7, use_bias=use_bias)
+    x, h, c = _inputs(rows, 3, 5, seed=rows + 2)
+    h_before, c_before = h.clone(), c.clone()
+    out_h, out_c = kernels.gate_major_cell(x, h, c, cell.gate_major_weights())
     expected_h, expected_c = _expected(cell, x, h, c)
     np.testing.assert_allclose(out_h.numpy(), expected_h, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(out_c.numpy(), expected_c, rtol=1e-12, atol=1e-12)
+    assert torch.equal(h, h_before) and torch.equal(c, c_before)   # its inputs are only read
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_step_kernels_agree_in_float32(seed) -> None:
-    """Random shapes, 0 and 1 row included: the gate-major step equals torch.lstm_cell to 1e-6."""
+    """Random shapes, 0 and 1 row included: the gate-major cell equals torch.lstm_cell to 1e-6."""
     rng = np.random.default_rng(seed)
-    rows = int(rng.choice([0, 1, int(rng.integers(2, 40)), int(rng.integers(GATE_MAJOR_ROWS, 2 * GATE_MAJOR_ROWS))]))
+    rows = int(rng.choice([0, 1, int(rng.integers(2, 40)), int(rng.integers(CELL_ROWS, 2 * CELL_ROWS))]))
     units, input_dim = int(rng.integers(1, 40)), int(rng.integers(1, 20))
     cell = sl.LSTMCell(units)
     cell.build((None, input_dim))
     x, h, c = _inputs(rows, input_dim, units, seed, torch.float32)
     native = kernels.native_cell(x, h, c, *cell.torch_weights(), cell.bias.detach())
-    gate_major = (torch.empty_like(h), torch.empty_like(c))
-    kernels.gate_major_step(kernels.project_gate_major(x, cell.gate_major_weights()), h, c,
-                            cell.gate_major_weights(), *gate_major)
-    for got, want in zip(gate_major, native):
+    one_gemm = kernels.gate_major_cell(x, h, c, cell.gate_major_weights())
+    for got, want in zip(one_gemm, native):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_the_kernel_choice_is_invisible() -> None:
-    """Rows stepped together (gate-major above GATE_MAJOR_ROWS), in small groups (native cell) and with
-    a projection made once for all of them give the same numbers."""
-    rows = 2 * GATE_MAJOR_ROWS + 3
+    """Rows stepped together (the gate-major cell from CELL_ROWS) and in small groups (native cell)
+    give the same numbers."""
+    rows = 2 * CELL_ROWS + 3
     cell = sl.LSTMCell(16)
     cell.build((None, 6))
     x, h, c = _inputs(rows, 6, 16, seed=3, dtype=torch.float32)
     with torch.no_grad():
         together = cell.step(x, h, c)
         parts = [cell.step(x[i:i + 10], h[i:i + 10], c[i:i + 10]) for i in range(0, rows, 10)]
-        projected = cell.project_steps(x)
-        given = cell.step(x, h, c, projected)
     for k in range(2):
         small = torch.cat([p[k] for p in parts])
         torch.testing.assert_close(together[k], small, rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(given[k], together[k], rtol=0, atol=0)
     expected_h, _ = _expected(cell, x, h, c)
     np.testing.assert_allclose(together[0].double().numpy(), expected_h, rtol=1e-5, atol=1e-6)
 
@@ -100,7 +96,7 @@ def _set_weights(cell: sl.LSTMCell) -> None:
 
 
 @pytest.mark.parametrize("change", [_change_in_place, _load_state_dict, _replace_parameter, _set_data, _set_weights])
-@pytest.mark.parametrize("rows", [3, GATE_MAJOR_ROWS + 1])   # the native cell's weights, the gate-major ones
+@pytest.mark.parametrize("rows", [3, CELL_ROWS + 1])   # the native cell's weights, the gate-major ones
 def test_cached_weights_follow_parameter_changes(change, rows) -> None:
     cell = built_cell(units=4, input_dim=3, seed=2)
     x, h, c = _inputs(rows, 3, 4, seed=5)
@@ -121,7 +117,7 @@ def test_runtime_follows_weights_changed_between_feeds() -> None:
     layer = sl.LSTM(8)
     layer.build((None, None, 3))
     runtime = sl.StreamRuntime(layer, key="id", features="x")
-    for rows in (5, GATE_MAJOR_ROWS + 5):
+    for rows in (5, CELL_ROWS + 5):
         x = np.random.default_rng(rows).normal(size=(rows, 3)).astype(np.float32)
         features = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 3)
         runtime.feed(pa.record_batch({"id": np.arange(rows) + 10_000 * rows, "x": features}))

@@ -1,6 +1,6 @@
 """Live traffic in step mode: batches of many streams, some with several rows, so that the step rounds
-are large (larger than GATE_MAJOR_ROWS: chained, they take the native cell all the same) and then
-shrink. Every stream still equals one call of the model on its whole sequence."""
+are large (from CELL_ROWS rows they take the gate-major cell) and then shrink (the native cell). Every
+stream still equals one call of the model on its whole sequence."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from runtime_helpers import TOL, F, feed_all, lstm, make_batch, outputs, reference, two_lstm_model
 
 import streamlstm as sl
-from streamlstm.layers.lstm_cell import GATE_MAJOR_ROWS
+from streamlstm.layers.lstm_cell import CELL_ROWS
 
 
 def _stacked() -> sl.RNN:
@@ -24,7 +24,7 @@ def _stacked() -> sl.RNN:
 @pytest.mark.parametrize("masked", [False, True])
 def test_large_rounds_match_whole_sequences(rng, model_kind, masked):
     model = {"lstm": lambda: lstm(6), "two_lstms": two_lstm_model, "stacked": _stacked}[model_kind]()
-    n, streams = 3 * GATE_MAJOR_ROWS, 2 * GATE_MAJOR_ROWS   # the last batch's first round: ~650 rows
+    n, streams = 16 * CELL_ROWS, 10 * CELL_ROWS   # the last batch's first round: ~600 rows
     keys = rng.integers(0, streams, n)                   # repeats: the first round holds most streams
     x = rng.normal(size=(n, F)).astype(np.float32)
     mask = rng.random(n) > 0.2 if masked else None
@@ -37,7 +37,7 @@ def test_large_rounds_match_whole_sequences(rng, model_kind, masked):
 def test_recorded_states_and_final_states_of_large_rounds(rng):
     """return_state records every row's (h, c); a stream's last row's are its committed state."""
     layer = lstm(5)
-    n, streams = 3 * GATE_MAJOR_ROWS, 2 * GATE_MAJOR_ROWS   # the last batch's first round: ~650 rows
+    n, streams = 16 * CELL_ROWS, 10 * CELL_ROWS   # the last batch's first round: ~600 rows
     first = rng.normal(size=(streams, F)).astype(np.float32)   # every stream has carries (c != 0)
     keys = np.concatenate([np.arange(streams), rng.integers(0, streams, n)])
     x = np.concatenate([first, rng.normal(size=(n, F)).astype(np.float32)])
