@@ -70,7 +70,7 @@ class KeyIndex:
     def lookup(self, keys: pa.Array) -> Lookup:
         """Resolve a (validated, null-free) key column; read-only."""
         if self.kind == "int":
-            values = self._int_values(keys)
+            values = self.int_values(keys)
             return self._lookup_sorted(values, None, self._dense_slots(values))
         if self._exact is not None:
             return self._lookup_exact(keys)
@@ -82,7 +82,9 @@ class KeyIndex:
         return result
 
     @staticmethod
-    def _int_values(keys: pa.Array) -> np.ndarray:
+    def int_values(keys: pa.Array) -> np.ndarray:
+        """An int key column (plain or dictionary-encoded, validated) as int64 values (no copy when it
+        is int64 already)."""
         if pa.types.is_dictionary(keys.type):
             values = keys.dictionary.to_numpy(zero_copy_only=False)[keys.indices.to_numpy(zero_copy_only=False)]
         else:
@@ -182,7 +184,7 @@ class KeyIndex:
     def key_values(self, keys: pa.Array, rows: np.ndarray) -> np.ndarray:
         """The keys of ``rows`` as stored per slot (int64 values or Python strings)."""
         if self.kind == "int":
-            return self._int_values(keys)[rows]
+            return self.int_values(keys)[rows]
         taken = pc.take(_plain_strings(keys), pa.array(rows, type=pa.int64()))
         return np.array(taken.to_pylist(), dtype=object)
 

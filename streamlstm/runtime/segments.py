@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RaggedLayout", "RowPlan", "StepLayout", "plan_rows", "ragged_layout", "step_layout"]
+__all__ = ["RaggedLayout", "RowPlan", "StepLayout", "periodic_plan", "plan_rows", "ragged_layout", "step_layout"]
 
 RAGGED_ROUNDS = 2   # at most this many rows per stream beyond the shortest stream's take step mode
 PERIODIC_ROWS = 4096   # from this many rows a batch is checked for the recorded-live pattern (_period)
@@ -110,6 +110,11 @@ class RowPlan:
         if self.known_layout is None:
             self.known_layout = _layout(self.proc_rows, self)
         return self.known_layout
+
+    @property
+    def period(self) -> int | None:
+        """``P`` for the shared plan of batches recorded live (:func:`periodic_plan`), else None."""
+        return self.__dict__.get("_period")
 
     @property
     def uniform(self) -> bool:
@@ -263,7 +268,7 @@ def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: 
     if (reset is None or not reset.any()) and (end is None or not end.any()):
         period = _period(group) if n >= PERIODIC_ROWS else None
         if period is not None:
-            return _periodic_plan(n, period, backwards)
+            return periodic_plan(n, period, backwards)
         return _one_segment_per_key(group, backwards)
     order, key_start = _order_by_key(group)
     life_start = key_start.copy()
@@ -356,7 +361,7 @@ def _period(group: np.ndarray) -> int | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _periodic_plan(n: int, period: int, backwards: bool) -> RowPlan:
+def periodic_plan(n: int, period: int, backwards: bool) -> RowPlan:
     """The plan of every batch of ``n`` rows with period ``period`` (see :func:`_period`).
 
     A plan depends on which rows share a key and in what order keys first appear, never on the key
@@ -367,6 +372,7 @@ def _periodic_plan(n: int, period: int, backwards: bool) -> RowPlan:
     last one), per direction of the layers, which is why four are kept (each holds a few int64
     arrays of ``n``)."""
     plan = _one_segment_per_key(_arange(n) % period, backwards)
+    plan.__dict__["_period"] = period
     for values in vars(plan).values():   # shared between batches and runtimes: a write would be a bug
         if isinstance(values, np.ndarray):
             values.flags.writeable = False
