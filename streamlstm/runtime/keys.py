@@ -2,7 +2,9 @@
 
 Integer keys live in two sorted numpy arrays (keys, slots) searched with ``np.searchsorted``; while
 every key held is a small non-negative integer (below ``4 * count + 65,536``: sensor ids, row numbers)
-a dense table ``slot = table[key]`` answers lookups instead, one gather per batch. String
+a dense table ``slot = table[key]`` answers lookups instead, one gather per batch; a batch recorded
+live (``P`` streams, one row each, again and again: :func:`~streamlstm.runtime.segments.recorded_period`)
+looks up its first ``P`` keys only. String
 keys are first hashed to 64 bits with :func:`~streamlstm.runtime.key_groups.stable_hash` (vectorized
 over the Arrow buffers; the same hash gives each stream its key group), so they go through the same
 sorted-array lookup; every
@@ -23,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from streamlstm.runtime import segments
 from streamlstm.runtime.key_groups import stable_hash
 
 __all__ = ["KeyIndex", "Lookup"]
@@ -43,6 +46,13 @@ class Lookup:
     new_rows: np.ndarray
     distinct: bool
     hashes: np.ndarray | None = None
+
+    def repeated(self, rows: int) -> Lookup:
+        """This lookup of one round of distinct int keys, for ``rows`` (more) rows that repeat the round:
+        row ``i`` has the key of row ``i % len(round)``. Its first appearances stay where they were."""
+        slots = np.resize(self.slots, rows)   # the round, repeated
+        group = slots if self.group is self.slots else np.resize(self.group, rows)
+        return Lookup(slots, group, self.new_rows, False)
 
 
 def _plain_strings(keys: pa.Array) -> pa.Array:
@@ -71,6 +81,11 @@ class KeyIndex:
         """Resolve a (validated, null-free) key column; read-only."""
         if self.kind == "int":
             values = self.int_values(keys)
+            # A recording's rows (P streams, one row each, again and again): only the first round is looked up.
+            period = segments.recorded_period(values) if len(values) >= segments.PERIODIC_ROWS else None
+            if period is not None:
+                head = values[:period]
+                return self._lookup_sorted(head, None, self._dense_slots(head)).repeated(len(values))
             return self._lookup_sorted(values, None, self._dense_slots(values))
         if self._exact is not None:
             return self._lookup_exact(keys)

@@ -14,11 +14,13 @@ from runtime_helpers import F, feed_all, lstm, make_batch, outputs, reference
 
 import streamlstm as sl
 from streamlstm.runtime import segments, slabs
+from streamlstm.runtime.keys import KeyIndex
 from streamlstm.runtime.prepared import BatchPlan
 from streamlstm.runtime.segments import plan_rows
 from streamlstm.runtime.store import Placement, StreamStore
 
 SETTINGS = settings(max_examples=40, deadline=None)
+NEVER = 1 << 62   # PERIODIC_ROWS that turns the shortcuts off
 
 
 @pytest.fixture(autouse=True)
@@ -203,3 +205,25 @@ def test_a_continued_batch_keeps_the_streams_has_output_flags():
     runtime = sl.StreamRuntime(model, key="id", features="x", mask="m")
     got = feed_all(runtime, keys, x, [size, 2 * size], mask=mask)   # batch 2 has no masked row
     np.testing.assert_allclose(got, reference(model, keys, x, mask, None, None), rtol=1e-5, atol=1e-6)
+
+
+@SETTINGS
+@given(st.integers(1, 40), st.integers(2, 150), st.integers(0, 2**62), st.sampled_from(["dense", "wide", "none"]))
+def test_a_recordings_keys_are_looked_up_from_their_first_round(period, rows, seed, held):
+    """KeyIndex.lookup of a batch recorded live (some keys held, some new) looks up one round and
+    repeats it: the same slots, groups and first appearances as the lookup of every row."""
+    rng = np.random.default_rng(seed)
+    head = rng.permutation(period) * 3 if held != "wide" else rng.choice(1 << 50, period, replace=False)
+    index = KeyIndex("int")
+    if held != "none":
+        kept = head[rng.random(period) < 0.6]
+        index.insert_values(kept, rng.permutation(len(kept)) + 5)
+    start = int(rng.integers(period))
+    keys = pa.array(head[(start + np.arange(rows)) % period])
+    got = index.lookup(keys)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(segments, "PERIODIC_ROWS", NEVER)
+        want = index.lookup(keys)
+    for name in ("slots", "group", "new_rows"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert got.distinct == want.distinct
