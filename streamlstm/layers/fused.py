@@ -99,8 +99,9 @@ def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tens
         out, h_n, c_n = native_sequence(x.view(steps, batch, features).transpose(0, 1), h0, c0, kernel,
                                         recurrent_kernel, bias)
         return out.transpose(0, 1).reshape(n, -1), h_n, c_n
-    table = x.new_zeros(steps * batch, features + 1)   # inputs plus the indicator column
-    table[:n, :features] = x
+    table = x.new_empty(steps * batch, features + 1)   # inputs plus the indicator column, each row written once
+    torch.cat([x, x.new_zeros(1, 1).expand(n, 1)], 1, out=table[:n])
+    table[n:] = 0
     table[n:, features] = 1
     out, h_n, c_n = native_sequence(table.view(steps, batch, features + 1).transpose(0, 1), h0, c0,
                                     _with_padding_feature(kernel), recurrent_kernel, bias)

@@ -50,9 +50,27 @@ class Lookup:
     def repeated(self, rows: int) -> Lookup:
         """This lookup of one round of distinct int keys, for ``rows`` (more) rows that repeat the round:
         row ``i`` has the key of row ``i % len(round)``. Its first appearances stay where they were."""
-        slots = np.resize(self.slots, rows)   # the round, repeated
-        group = slots if self.group is self.slots else np.resize(self.group, rows)
-        return Lookup(slots, group, self.new_rows, False)
+        return _Repeated(self, rows)
+
+
+class _Repeated(Lookup):
+    """:meth:`Lookup.repeated`, whose per-row ``slots`` and ``group`` are made on first use (a batch
+    that continues a recording, see :meth:`BatchPlan.continued`, never needs them)."""
+
+    def __init__(self, round_: Lookup, rows: int) -> None:   # not the dataclass __init__: lazy fields
+        self._round, self._rows, self._made = round_, rows, {}
+        self.new_rows, self.distinct, self.hashes = round_.new_rows, False, None
+
+    def _per_row(self, name: str) -> np.ndarray:
+        made = self._made.get(name)
+        if made is None:
+            values = getattr(self._round, name)
+            shared = name == "group" and self._round.group is self._round.slots
+            made = self._made[name] = self.slots if shared else np.resize(values, self._rows)   # the round, repeated
+        return made
+
+    slots = property(lambda self: self._per_row("slots"))
+    group = property(lambda self: self._per_row("group"))
 
 
 def _plain_strings(keys: pa.Array) -> pa.Array:

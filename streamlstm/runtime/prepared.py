@@ -77,10 +77,9 @@ class BatchPlan:
             return None
         slots = self.placement.key_slots if self.committed is None else self.committed
         key_slots = np.concatenate([slots[shift:], slots[:shift]])
-        per_row = np.resize(key_slots, count)   # key_slots repeated: the slot of each row
         row_plans = {backwards: periodic_plan(count, period, backwards) for backwards in self.row_plans}
         rows = next(iter(row_plans.values()))
-        lookup = Lookup(per_row, per_row, np.empty(0, np.int64), False)
+        lookup = Lookup(key_slots, key_slots, np.empty(0, np.int64), False).repeated(count)
         placement = Placement(keys, "int", lookup, rows.key_rows, key_slots, rows.key_released,
                               flagged=self.placement.flagged)   # the same streams: has_output as it was
         return BatchPlan(placement, row_plans)
