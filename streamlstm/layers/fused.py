@@ -107,7 +107,10 @@ def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tens
                                     _with_padding_feature(kernel), recurrent_kernel, bias)
     flat = out.transpose(0, 1).reshape(steps * batch, -1)   # a view: the kernel writes time-major
     last_real = flat[n - batch:(steps - 1) * batch] if steps > 1 else h0[batch - short:]
-    return flat[:n], torch.cat([h_n[:batch - short], last_real]), c_n
+    if h_n.requires_grad:   # a backward may have kept it: a new tensor then
+        return flat[:n], torch.cat([h_n[:batch - short], last_real]), c_n
+    h_n[batch - short:] = last_real   # the kernel's own tensor: only the short sequences' rows are replaced
+    return flat[:n], h_n, c_n
 
 
 def _with_padding_feature(kernel: torch.Tensor) -> torch.Tensor:
