@@ -148,16 +148,19 @@ def recording_with_misses(period: int, sizes: list[int], rng: np.random.Generato
 
 @SETTINGS
 @given(st.integers(1, 12), st.lists(st.integers(1, 40), min_size=1, max_size=7), st.integers(0, 2**62),
-       st.booleans())
-def test_a_recording_with_near_misses_gives_one_call_per_streams_numbers(period, sizes, seed, masked):
+       st.sampled_from(["none", "mask", "reset", "both"]))
+def test_a_recording_with_near_misses_gives_one_call_per_streams_numbers(period, sizes, seed, flags):
+    """Masks and resets too: a batch with a reset row takes the full path, the next may continue."""
     rng = np.random.default_rng(seed)
     keys, cuts = recording_with_misses(period, sizes, rng)
     x = rng.normal(size=(len(keys), F)).astype(np.float32)
-    mask = rng.random(len(keys)) > 0.3 if masked else None
+    mask = rng.random(len(keys)) > 0.3 if flags in ("mask", "both") else None
+    reset = rng.random(len(keys)) < 0.05 if flags in ("reset", "both") else None
     model = lstm(4)
-    runtime = sl.StreamRuntime(model, key="id", features="x", mask="m" if masked else None)
-    got = feed_all(runtime, keys, x, cuts, mask=mask)
-    np.testing.assert_allclose(got, reference(model, keys, x, mask, None, None), rtol=1e-5, atol=1e-6)
+    runtime = sl.StreamRuntime(model, key="id", features="x", mask="m" if mask is not None else None,
+                               reset="r" if reset is not None else None)
+    got = feed_all(runtime, keys, x, cuts, mask=mask, reset=reset)
+    np.testing.assert_allclose(got, reference(model, keys, x, mask, reset, None), rtol=1e-5, atol=1e-6)
 
 
 def test_changes_between_batches_end_the_continuation():
@@ -227,3 +230,19 @@ def test_a_recordings_keys_are_looked_up_from_their_first_round(period, rows, se
     for name in ("slots", "group", "new_rows"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     assert got.distinct == want.distinct
+
+
+@pytest.mark.parametrize("flag", ["reset", "end"])
+def test_a_reset_or_end_row_in_a_batch_that_continues_the_keys_is_not_ignored(flag):
+    """Batch 2 has exactly the keys that continue batch 1, but one row resets (or ends) its stream: the
+    row plan must cut there, so the batch takes the full path."""
+    period, size = 3, 7
+    keys = np.arange(period)[np.arange(3 * size) % period]
+    x = np.random.default_rng(0).normal(size=(len(keys), F)).astype(np.float32)
+    cut = np.zeros(len(keys), bool)
+    cut[size + 3] = True   # in batch 2, neither its first nor its last row
+    model = lstm(4)
+    runtime = sl.StreamRuntime(model, key="id", features="x", **{flag: "r" if flag == "reset" else "e"})
+    got = feed_all(runtime, keys, x, [size, 2 * size], **{flag: cut})
+    reset, end = (cut, None) if flag == "reset" else (None, cut)
+    np.testing.assert_allclose(got, reference(model, keys, x, None, reset, end), rtol=1e-5, atol=1e-6)
