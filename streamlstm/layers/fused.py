@@ -99,14 +99,18 @@ def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tens
         out, h_n, c_n = native_sequence(x.view(steps, batch, features).transpose(0, 1), h0, c0, kernel,
                                         recurrent_kernel, bias)
         return out.transpose(0, 1).reshape(n, -1), h_n, c_n
-    table = x.new_zeros(steps * batch, features + 1)   # inputs plus the indicator column
-    table[:n, :features] = x
+    table = x.new_empty(steps * batch, features + 1)   # inputs plus the indicator column, each row written once
+    torch.cat([x, x.new_zeros(1, 1).expand(n, 1)], 1, out=table[:n])
+    table[n:] = 0
     table[n:, features] = 1
     out, h_n, c_n = native_sequence(table.view(steps, batch, features + 1).transpose(0, 1), h0, c0,
                                     _with_padding_feature(kernel), recurrent_kernel, bias)
     flat = out.transpose(0, 1).reshape(steps * batch, -1)   # a view: the kernel writes time-major
     last_real = flat[n - batch:(steps - 1) * batch] if steps > 1 else h0[batch - short:]
-    return flat[:n], torch.cat([h_n[:batch - short], last_real]), c_n
+    if h_n.requires_grad:   # a backward may have kept it: a new tensor then
+        return flat[:n], torch.cat([h_n[:batch - short], last_real]), c_n
+    h_n[batch - short:] = last_real   # the kernel's own tensor: only the short sequences' rows are replaced
+    return flat[:n], h_n, c_n
 
 
 def _with_padding_feature(kernel: torch.Tensor) -> torch.Tensor:

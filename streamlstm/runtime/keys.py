@@ -2,7 +2,9 @@
 
 Integer keys live in two sorted numpy arrays (keys, slots) searched with ``np.searchsorted``; while
 every key held is a small non-negative integer (below ``4 * count + 65,536``: sensor ids, row numbers)
-a dense table ``slot = table[key]`` answers lookups instead, one gather per batch. String
+a dense table ``slot = table[key]`` answers lookups instead, one gather per batch; a batch recorded
+live (``P`` streams, one row each, again and again: :func:`~streamlstm.runtime.segments.recorded_period`)
+looks up its first ``P`` keys only. String
 keys are first hashed to 64 bits with :func:`~streamlstm.runtime.key_groups.stable_hash` (vectorized
 over the Arrow buffers; the same hash gives each stream its key group), so they go through the same
 sorted-array lookup; every
@@ -23,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from streamlstm.runtime import segments
 from streamlstm.runtime.key_groups import stable_hash
 
 __all__ = ["KeyIndex", "Lookup"]
@@ -46,6 +49,31 @@ class Lookup:
     distinct: bool
     hashes: np.ndarray | None = None
     first_row: np.ndarray | None = None
+
+    def repeated(self, rows: int) -> Lookup:
+        """This lookup of one round of distinct int keys, for ``rows`` (more) rows that repeat the round:
+        row ``i`` has the key of row ``i % len(round)``. Its first appearances stay where they were."""
+        return _Repeated(self, rows)
+
+
+class _Repeated(Lookup):
+    """:meth:`Lookup.repeated`, whose per-row ``slots`` and ``group`` are made on first use (a batch
+    that continues a recording, see :meth:`BatchPlan.continued`, never needs them)."""
+
+    def __init__(self, round_: Lookup, rows: int) -> None:   # not the dataclass __init__: lazy fields
+        self._round, self._rows, self._made = round_, rows, {}
+        self.new_rows, self.distinct, self.hashes = round_.new_rows, False, None
+
+    def _per_row(self, name: str) -> np.ndarray:
+        made = self._made.get(name)
+        if made is None:
+            values = getattr(self._round, name)
+            shared = name == "group" and self._round.group is self._round.slots
+            made = self._made[name] = self.slots if shared else np.resize(values, self._rows)   # the round, repeated
+        return made
+
+    slots = property(lambda self: self._per_row("slots"))
+    group = property(lambda self: self._per_row("group"))
 
 
 def _plain_strings(keys: pa.Array) -> pa.Array:
@@ -73,7 +101,12 @@ class KeyIndex:
     def lookup(self, keys: pa.Array) -> Lookup:
         """Resolve a (validated, null-free) key column; read-only."""
         if self.kind == "int":
-            values = self._int_values(keys)
+            values = self.int_values(keys)
+            # A recording's rows (P streams, one row each, again and again): only the first round is looked up.
+            period = segments.recorded_period(values) if len(values) >= segments.PERIODIC_ROWS else None
+            if period is not None:
+                head = values[:period]
+                return self._lookup_sorted(head, None, self._dense_slots(head)).repeated(len(values))
             return self._lookup_sorted(values, None, self._dense_slots(values))
         if self._exact is not None:
             return self._lookup_exact(keys)
@@ -85,7 +118,9 @@ class KeyIndex:
         return result
 
     @staticmethod
-    def _int_values(keys: pa.Array) -> np.ndarray:
+    def int_values(keys: pa.Array) -> np.ndarray:
+        """An int key column (plain or dictionary-encoded, validated) as int64 values (no copy when it
+        is int64 already)."""
         if pa.types.is_dictionary(keys.type):
             values = keys.dictionary.to_numpy(zero_copy_only=False)[keys.indices.to_numpy(zero_copy_only=False)]
         else:
@@ -199,7 +234,7 @@ class KeyIndex:
     def key_values(self, keys: pa.Array, rows: np.ndarray) -> np.ndarray:
         """The keys of ``rows`` as stored per slot (int64 values or Python strings)."""
         if self.kind == "int":
-            return self._int_values(keys)[rows]
+            return self.int_values(keys)[rows]
         taken = pc.take(_plain_strings(keys), pa.array(rows, type=pa.int64()))
         return np.array(taken.to_pylist(), dtype=object)
 

@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 
 from streamlstm.errors import StreamError
-from streamlstm.runtime import report
+from streamlstm.runtime import report, segments
 from streamlstm.runtime.execute import Outcome
-from streamlstm.runtime.keys import Lookup
+from streamlstm.runtime.keys import KeyIndex, Lookup
 from streamlstm.runtime.schema import ParsedBatch
-from streamlstm.runtime.segments import RowPlan
+from streamlstm.runtime.segments import RowPlan, periodic_plan
 from streamlstm.runtime.store import Placement, StreamStore
 
 __all__ = ["BatchPlan", "PreparedFeed"]
@@ -36,6 +36,14 @@ class BatchPlan:
     def __post_init__(self) -> None:
         self.rows = next(iter(self.row_plans.values()))
 
+    def next_for(self, keys: pa.Array) -> BatchPlan | None:
+        """This plan for the next batch, whose key column is ``keys``: :meth:`again` for the same
+        column, :meth:`continued` for the rest of a recording; None when neither applies."""
+        mine = self.placement.keys
+        if mine is keys or (len(mine) == len(keys) and mine.equals(keys)):
+            return self.again()
+        return self.continued(keys)
+
     def again(self) -> BatchPlan:
         """This plan for the next batch with the same keys: every key now has its slot."""
         if self.committed is None:
@@ -44,6 +52,37 @@ class BatchPlan:
         lookup = Lookup(per_row, per_row, np.empty(0, np.int64), old.lookup.distinct)
         placement = Placement(old.keys, old.kind, lookup, old.key_rows, self.committed, old.released)
         return BatchPlan(placement, self.row_plans, self.generation)
+
+    def continued(self, keys: pa.Array) -> BatchPlan | None:
+        """The plan of the next batch of a recording of ``P`` streams stored as recorded live, when this
+        plan is such a batch's (its rows have period ``P``: :func:`~streamlstm.runtime.segments.periodic_plan`),
+        it was committed with int keys, and ``keys`` go on where this batch stopped: row ``i`` holds the
+        key of this batch's row ``n + i``, so key ``(n + i) % P`` of this batch. Else None (the batch
+        then takes the full lookup). Valid while the store's ``generation`` is unchanged (the caller
+        checks): every key still has its slot.
+
+        Nothing is looked up: the keys are compared with the expected ones (one pass), each key's slot
+        is this plan's, rotated by ``n % P``, and the rows get the shared plan of their length; the
+        same placement and plans as the full lookup and :func:`~streamlstm.runtime.segments.plan_rows`
+        would give (tests/runtime/test_recorded_keys.py)."""
+        period, count = self.rows.period, len(keys)
+        if period is None or self.placement.kind != "int" or count <= period or count < segments.PERIODIC_ROWS:
+            return None
+        shift = self.rows.num_rows % period
+        head = KeyIndex.int_values(self.placement.keys)[:period]
+        expected = np.concatenate([head[shift:], head[:shift]])
+        values, whole = KeyIndex.int_values(keys), count - count % period
+        if not ((values[:whole].reshape(-1, period) == expected).all()
+                and (values[whole:] == expected[:count - whole]).all()):
+            return None
+        slots = self.placement.key_slots if self.committed is None else self.committed
+        key_slots = np.concatenate([slots[shift:], slots[:shift]])
+        row_plans = {backwards: periodic_plan(count, period, backwards) for backwards in self.row_plans}
+        rows = next(iter(row_plans.values()))
+        lookup = Lookup(key_slots, key_slots, np.empty(0, np.int64), False).repeated(count)
+        placement = Placement(keys, "int", lookup, rows.key_rows, key_slots, rows.key_released,
+                              flagged=self.placement.flagged)   # the same streams: has_output as it was
+        return BatchPlan(placement, row_plans)
 
 
 class PreparedFeed:

@@ -317,15 +317,13 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         return prepared.output
 
     def _batch_plan(self, parsed: ParsedBatch) -> BatchPlan:
-        """The keys resolved and the rows laid out, reused from the previous batch when it had the same
-        key column (and neither batch resets or ends a stream)."""
+        """The keys resolved and the rows laid out, from the previous batch's plan when it had the same
+        key column or the batch continues its recording (and neither batch resets or ends a stream)."""
         recent = self._recent
         if recent is not None and recent.generation == self._store.generation and _plain(parsed):
-            keys = recent.placement.keys
-            if keys is parsed.keys or (len(keys) == len(parsed.keys) and keys.equals(parsed.keys)):
-                if recent.committed is not None:
-                    self._recent = recent = recent.again()
-                return recent
+            reused = recent.next_for(parsed.keys)
+            if reused is not None:
+                return reused
         store = self._store
         kind = key_kind(parsed.keys.type)
         lookup = store.lookup(parsed.keys, kind) if store is not None else _new_lookup(parsed.keys, kind)

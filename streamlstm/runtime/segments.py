@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RaggedLayout", "RowPlan", "StepLayout", "plan_rows", "ragged_layout", "step_layout"]
+__all__ = ["RaggedLayout", "RowPlan", "StepLayout", "periodic_plan", "plan_rows", "ragged_layout", "recorded_period",
+           "step_layout"]
 
 RAGGED_ROUNDS = 2   # at most this many rows per stream beyond the shortest stream's take step mode
-PERIODIC_ROWS = 4096   # from this many rows a batch is checked for the recorded-live pattern (_period)
+PERIODIC_ROWS = 4096   # from this many rows a batch is checked for the recorded-live pattern (recorded_period)
 _ARANGE = np.arange(1 << 16)
 _ARANGE.flags.writeable = False
 _TRUE = np.ones(1 << 16, bool)
@@ -111,6 +112,11 @@ class RowPlan:
         if self.known_layout is None:
             self.known_layout = _layout(self.proc_rows, self)
         return self.known_layout
+
+    @property
+    def period(self) -> int | None:
+        """``P`` for the shared plan of batches recorded live (:func:`periodic_plan`), else None."""
+        return self.__dict__.get("_period")
 
     @property
     def uniform(self) -> bool:
@@ -291,9 +297,9 @@ def plan_rows(group: np.ndarray, distinct: bool, reset: np.ndarray | None, end: 
     if distinct:
         return _one_row_per_key(n, reset, end)
     if (reset is None or not reset.any()) and (end is None or not end.any()):
-        period = _period(group) if n >= PERIODIC_ROWS else None
+        period = recorded_period(group) if n >= PERIODIC_ROWS else None
         if period is not None:
-            return _periodic_plan(n, period, backwards)
+            return periodic_plan(n, period, backwards)
         return _one_segment_per_key(group, backwards, first_row)
     order, key_start = _order_by_key(group, first_row)
     life_start = key_start.copy()
@@ -361,7 +367,7 @@ def _one_segment_per_key(group: np.ndarray, backwards: bool, first_row: np.ndarr
     return plan
 
 
-def _period(group: np.ndarray) -> int | None:
+def recorded_period(group: np.ndarray) -> int | None:
     """``P`` when the rows go "one row of each of P streams, then the same P streams in the same order
     again, ..." (``group[i] == group[i % P]`` with ``group[:P]`` distinct and ``P < n``): a recording of
     P streams stored as recorded live, cut into batches at any row. Else None.
@@ -370,6 +376,8 @@ def _period(group: np.ndarray) -> int | None:
     of the batch with itself shifted by ``P`` and one of ``P`` keys: a few passes over the keys, instead
     of the sorts of a plan."""
     n = len(group)
+    if n < 2:
+        return None
     again = (group[1:] == group[0]).argmax() + 1   # 1 when there is no repeat: then the check fails
     period = int(again)
     if period >= n or group[period] != group[0] or not (group[period:] == group[:n - period]).all():
@@ -385,8 +393,8 @@ def _period(group: np.ndarray) -> int | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _periodic_plan(n: int, period: int, backwards: bool) -> RowPlan:
-    """The plan of every batch of ``n`` rows with period ``period`` (see :func:`_period`).
+def periodic_plan(n: int, period: int, backwards: bool) -> RowPlan:
+    """The plan of every batch of ``n`` rows with period ``period`` (see :func:`recorded_period`).
 
     A plan depends on which rows share a key and in what order keys first appear, never on the key
     values (those are placed by the lookup: key ``k`` of the plan is the batch's row ``k``). So every
@@ -396,6 +404,7 @@ def _periodic_plan(n: int, period: int, backwards: bool) -> RowPlan:
     last one), per direction of the layers, which is why four are kept (each holds a few int64
     arrays of ``n``)."""
     plan = _one_segment_per_key(_arange(n) % period, backwards)
+    plan.__dict__["_period"] = period
     for values in vars(plan).values():   # shared between batches and runtimes: a write would be a bug
         if isinstance(values, np.ndarray):
             values.flags.writeable = False

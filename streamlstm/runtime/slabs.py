@@ -181,6 +181,10 @@ class CarrySlabs:
                                                         for rows, at in _halves(slots, split))
             return [torch.cat(pair) for pair in zip(first, second)], \
                 torch.cat([has_first, has_second]) if need_has else None
+        if carry is not None and not carry.any():   # new streams only (a first batch): nothing to read
+            states = [torch.zeros(len(slots), size, dtype=self.dtype, device=self.device)
+                      for size in self.stage_sizes[stage]]
+            return states, torch.zeros(len(slots), dtype=torch.bool, device=self.device) if need_has else None
         gather = index_tensor(slots if carry is None else np.where(carry, slots, 0), self.device)
         states = [slab.index_select(0, gather) for slab in self.states[stage]]
         has = self.has_output[stage].index_select(0, gather) if need_has else None

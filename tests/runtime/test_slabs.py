@@ -52,3 +52,18 @@ def test_rotated_slots_read_and_write_like_an_index(first, second, count, split)
 ])
 def test_other_slot_orders_are_not_rotated_ranges(slots):
     assert rotated_split(slots) is None
+
+
+@pytest.mark.parametrize("carry", [[False] * 4, [True, False, False, True]])
+def test_rows_that_carry_nothing_start_from_zeros(carry):
+    """A first batch (no row carries) and a mixed one: zeros and has_output False where nothing is
+    carried, the stored values elsewhere."""
+    rng = np.random.default_rng(1)
+    values = [torch.from_numpy(rng.normal(size=(8, n)).astype(np.float32)) + 5 for n in (3, 2)]
+    slabs = slabs_with(values, torch.ones(8, dtype=torch.bool))
+    slots, carry = np.array([6, 2, 7, 1]), np.array(carry)
+    states, has = slabs.gather(0, slots, carry, True)
+    for got, stored in zip(states, values):
+        want = torch.where(torch.from_numpy(carry)[:, None], stored[torch.from_numpy(slots)], torch.tensor(0.0))
+        assert torch.equal(got, want)
+    assert has.tolist() == carry.tolist()
