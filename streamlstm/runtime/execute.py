@@ -14,7 +14,7 @@ import torch
 
 from streamlstm.runtime.compute import cells_step, run_stage_chunk, run_stage_ragged, run_stage_step
 from streamlstm.runtime.model_plan import MaskingStage, ModelPlan, RecurrentStage
-from streamlstm.runtime.segments import RowPlan, ragged_layout, step_layout
+from streamlstm.runtime.segments import RowPlan, StepLayout, ragged_layout, step_layout
 from streamlstm.runtime.slabs import contiguous_start, index_tensor
 from streamlstm.runtime.store import StreamStore
 
@@ -63,13 +63,39 @@ def _segment_slots(rows: RowPlan, key_slots: np.ndarray, order: np.ndarray | Non
     return seg_slots, carry
 
 
-def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch.device):
+def _slot_order(rows: RowPlan, key_slots: np.ndarray) -> StepLayout | None:
+    """Step mode's layout in slot order for a batch of one row per key whose keys are all held and
+    carried, with slots ``first .. first + n - 1`` in another order (a fleet whose rows come in a new
+    order every batch); else None.
+
+    Sorted position of key ``k`` (its only segment and row): ``rank[k] = slot[k] - first``. The
+    carries are then the slots' range as it is (views, or the adopted tensors of the previous commit),
+    the new states come out in slot order for the commit to adopt as they are, and the batch pays one
+    gather of the inputs [n, F] and one of the outputs [n, units] instead of gathering the carries
+    (2 x [n, units] per cell) and putting the new ones in slot order (as many again)."""
+    n = len(key_slots)
+    if n < 2 or rows.proc_rows is not None or rows.num_rows != n or not rows.seg_carry.all():
+        return None   # (a batch of distinct keys has the identity plan: segment, key and input row k are one)
+    first = int(key_slots.min())
+    if first < 0 or int(key_slots.max()) - first != n - 1 or contiguous_start(key_slots) is not None:
+        return None   # new keys, not one range (the slots of distinct held keys are distinct), or in order
+    rank = key_slots - first
+    order = np.empty(n, np.int64)
+    order[rank] = np.arange(n)
+    return StepLayout(order, [n], order, rank, row_pos=rank)
+
+
+def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch.device, by_slot: bool = False):
     """Where a stage's segments read their carries and how its rows are ordered: (seg_slots, carry,
     perm, back, final_of_key, step layout, first slot when the slots are consecutive, key order): ``perm``
     takes the inputs into processing order, ``back`` (step mode) the outputs out of it. The key
     order is set when the final states come out as a permutation of the keys (step mode, one segment
-    per key): ``key_order[i]`` is the key of final ``i``, and the commit can write them as they are."""
+    per key): ``key_order[i]`` is the key of final ``i``, and the commit can write them as they are.
+    ``by_slot``: the finals may stay in key order, so a one-round batch may run in slot order
+    (:func:`_slot_order`)."""
     layout = step_layout(rows) if step else None
+    if by_slot and layout is not None and len(layout.rounds) == 1:
+        layout = _slot_order(rows, key_slots) or layout
     seg_slots, carry = _segment_slots(rows, key_slots, None if layout is None else layout.seg_order)
     key_order = None
     if step:
@@ -104,7 +130,7 @@ def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: Row
     device = h.device
     arrangement = memo.get((stage.go_backwards, step))
     if arrangement is None:
-        arrangement = memo[(stage.go_backwards, step)] = _arrangement(rows, key_slots, step, device)
+        arrangement = memo[(stage.go_backwards, step)] = _arrangement(rows, key_slots, step, device, keep_order)
     seg_slots, carry, perm, back, final_of_key, layout, start, key_order = arrangement
     states, has = store.gather(number, seg_slots, carry, mask is not None, start)
     if mask is None and not record and perm is None and final_of_key is None and layout is not None \

@@ -282,11 +282,13 @@ class StreamStore:
         self.version += 1
         if placement.settled:   # the steady state: the same streams again
             slots = placement.key_slots
-            written, at = (slots, placement.start) if order is None else (slots[order], -1)
+            written, at = (slots, placement.start) if order is None else (slots[order], None)
+            if order is not None:   # finals in slot order (see execute._slot_order) make a range
+                at = contiguous_start(written)
             flagged = True
             for stage, (states, has) in enumerate(zip(finals, has_output)):
                 if has is None and placement.flagged:   # has_output is True already (see Placement)
-                    self.slabs.write_states(stage, written, states, placement.start if order is None else None)
+                    self.slabs.write_states(stage, written, states, at)
                 else:
                     self.slabs.write(stage, written, states, has, at, adopt=True)
                     flagged = flagged and has is None
