@@ -63,10 +63,10 @@ def _segment_slots(rows: RowPlan, key_slots: np.ndarray, order: np.ndarray | Non
     return seg_slots, carry
 
 
-def _slot_order(rows: RowPlan, key_slots: np.ndarray) -> StepLayout | None:
-    """Step mode's layout in slot order for a batch of one row per key whose keys are all held and
-    carried, with slots ``first .. first + n - 1`` in another order (a fleet whose rows come in a new
-    order every batch); else None.
+def _slot_order(rows: RowPlan, key_slots: np.ndarray, device: torch.device):
+    """:func:`_arrangement` in slot order for a step batch of one row per key whose keys are all held
+    and carried, with slots ``first .. first + n - 1`` in another order (a fleet whose rows come in a
+    new order every batch); else None.
 
     Sorted position of key ``k`` (its only segment and row): ``rank[k] = slot[k] - first``. The
     carries are then the slots' range as it is (views, or the adopted tensors of the previous commit),
@@ -77,12 +77,16 @@ def _slot_order(rows: RowPlan, key_slots: np.ndarray) -> StepLayout | None:
     if n < 2 or rows.proc_rows is not None or rows.num_rows != n or not rows.seg_carry.all():
         return None   # (a batch of distinct keys has the identity plan: segment, key and input row k are one)
     first = int(key_slots.min())
-    if first < 0 or int(key_slots.max()) - first != n - 1 or contiguous_start(key_slots) is not None:
-        return None   # new keys, not one range (the slots of distinct held keys are distinct), or in order
+    if first < 0 or int(key_slots.max()) - first != n - 1:
+        return None   # new keys, or not one range (the slots of distinct held keys are distinct)
+    if key_slots[0] == first and bool((key_slots[1:] > key_slots[:-1]).all()):
+        return None   # in slot order already
     rank = key_slots - first
     order = np.empty(n, np.int64)
     order[rank] = np.arange(n)
-    return StepLayout(order, [n], order, rank, row_pos=rank)
+    layout = StepLayout(order, [n], order, rank, row_pos=rank)
+    return (np.arange(first, first + n), None, index_tensor(order, device), index_tensor(rank, device), rank, layout,
+            first, order)
 
 
 def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch.device, by_slot: bool = False):
@@ -95,7 +99,9 @@ def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch
     (:func:`_slot_order`)."""
     layout = step_layout(rows) if step else None
     if by_slot and layout is not None and len(layout.rounds) == 1:
-        layout = _slot_order(rows, key_slots) or layout
+        ordered = _slot_order(rows, key_slots, device)
+        if ordered is not None:
+            return ordered
     seg_slots, carry = _segment_slots(rows, key_slots, None if layout is None else layout.seg_order)
     key_order = None
     if step:

@@ -7,6 +7,7 @@ changes nothing."""
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,7 @@ from runtime_helpers import TOL, assert_same_states, lstm, make_batch, outputs, 
 import streamlstm as sl
 from streamlstm.errors import StreamError
 
-KINDS = ("shuffled", "same", "repeats", "masked", "reset", "subset", "failed")
+KINDS = ("shuffled", "same", "repeats", "masked", "reset", "ended", "subset", "failed")
 
 
 def _model(name: str) -> torch.nn.Module:
@@ -43,6 +44,8 @@ def _rows(kind: str, streams: int, rng: np.random.Generator) -> tuple[np.ndarray
         return keys, {"mask": rng.random(streams) > 0.4}
     if kind == "reset":
         return keys, {"reset": rng.random(streams) > 0.6}
+    if kind == "ended":   # the ended streams' keys start new streams (new slots) in later batches
+        return keys, {"end": rng.random(streams) > 0.7}
     return keys, {}
 
 
@@ -52,38 +55,41 @@ def _rows(kind: str, streams: int, rng: np.random.Generator) -> tuple[np.ndarray
 def test_shuffled_fleets_mixed_with_every_other_batch(streams: int, kinds: list[str], name: str, seed: int) -> None:
     """Batches of every kind after a first batch that places the fleet in a random order: the outputs
     equal one model call per stream sequence, the states equal a runtime fed one stream at a time, and a
-    feed with a NaN raises and leaves every stream's state as it was."""
+    feed with a NaN raises and leaves every stream as it was."""
     rng = np.random.default_rng(seed)
     model = _model(name)
-    runtime = sl.StreamRuntime(model, key="id", features="x", mask="m", reset="r")
-    single = sl.StreamRuntime(model, key="id", features="x", mask="m", reset="r")
-    fed_keys, fed_x, fed_mask, fed_reset, got = [], [], [], [], []
+    runtime = sl.StreamRuntime(model, key="id", features="x", mask="m", reset="r", end="e")
+    single = sl.StreamRuntime(model, key="id", features="x", mask="m", reset="r", end="e")
+    fed_keys, fed_x, fed_flags, got = [], [], [], []
     for kind in ["shuffled", *kinds]:
         keys, flags = _rows(kind, streams, rng)
         x = rng.normal(size=(len(keys), 3)).astype(np.float32)
         if kind == "failed":
-            before = {int(k): runtime.state(int(k)) for k in range(streams)}
+            before = _held(runtime)
             x[rng.integers(len(keys)), 1] = np.nan
             with pytest.raises(StreamError, match="non-finite"):
                 runtime.feed(make_batch(keys, x))
-            for k, state in before.items():
-                for (h, c), (h0, c0) in zip(runtime.state(k), state):
-                    np.testing.assert_array_equal(h, h0)
-                    np.testing.assert_array_equal(c, c0)
+            assert _held(runtime).equals(before)
             continue
-        mask, reset = flags.get("mask", np.ones(len(keys), bool)), flags.get("reset", np.zeros(len(keys), bool))
-        got.append(outputs(runtime.feed(make_batch(keys, x, mask=mask, reset=reset))))
+        n = len(keys)
+        flags = {"mask": np.ones(n, bool), "reset": np.zeros(n, bool), "end": np.zeros(n, bool)} | flags
+        got.append(outputs(runtime.feed(make_batch(keys, x, **flags))))
         for key in np.unique(keys):   # one stream at a time: its rows of the batch as one feed
             rows = keys == key
-            single.feed(make_batch(keys[rows], x[rows], mask=mask[rows], reset=reset[rows]))
-        fed_keys.append(keys), fed_x.append(x), fed_mask.append(mask), fed_reset.append(reset)
-    keys = np.concatenate(fed_keys)
-    mask, reset = np.concatenate(fed_mask), np.concatenate(fed_reset)
-    if name == "backwards":   # each feed runs a stream's rows last to first: no whole-sequence reference
-        return assert_same_states(runtime, single, range(streams))
-    want = reference(model, keys, np.concatenate(fed_x), mask, reset, None)
-    np.testing.assert_allclose(np.concatenate(got), want, **TOL)
-    assert_same_states(runtime, single, range(streams))
+            single.feed(make_batch(keys[rows], x[rows], **{k: v[rows] for k, v in flags.items()}))
+        fed_keys.append(keys), fed_x.append(x), fed_flags.append(flags)
+    held = _held(runtime)
+    assert held.column("key").equals(_held(single).column("key"))
+    assert_same_states(runtime, single, held.column("key").to_pylist())
+    if name != "backwards":   # (each feed runs a stream's rows last to first: no whole-sequence reference)
+        want = reference(model, np.concatenate(fed_keys), np.concatenate(fed_x),
+                         *(np.concatenate([f[k] for f in fed_flags]) for k in ("mask", "reset", "end")))
+        np.testing.assert_allclose(np.concatenate(got), want, **TOL)
+
+
+def _held(runtime: sl.StreamRuntime) -> pa.Table:
+    """Every held stream's key, carries and row and batch counts, by key."""
+    return runtime.export_streams().drop_columns(["idle_seconds"]).sort_by("key")
 
 
 class _Calls(torch.overrides.TorchFunctionMode):
