@@ -20,6 +20,8 @@ them by its own. Anything else that touches the stage's slabs first copies them 
 (:meth:`CarrySlabs.settle`). Nobody writes the adopted tensors in place (compute never writes its
 inputs, and the runtime's output columns that may share their memory are read-only Arrow arrays), so
 holding them is as good as holding a copy: a feed of 10,000 rows saves two copies of [10000, units].
+The same fleet in a new order every batch runs in slot order (``execute._slot_order``), so its
+commits write that range too and are adopted the same way.
 """
 
 from __future__ import annotations
