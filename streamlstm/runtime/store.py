@@ -332,7 +332,7 @@ class StreamStore:
             if chosen is not None:
                 states = [s.index_select(0, chosen) for s in states]
                 has = None if has is None else has.index_select(0, chosen)
-            self.slabs.write(stage, kept_slots, states, has)
+            self.slabs.write(stage, kept_slots, states, has, adopt=True)   # a commit hands its finals over
         if new.any():
             rows, keys = placement.key_rows[new], placement.keys
             self._ensure_index(placement.kind).insert(keys, rows, slots[new], placement.lookup)
