@@ -107,3 +107,25 @@ def test_a_replayed_recording_keeps_the_states_and_stamps_of_copied_rows(period,
     np.testing.assert_array_equal(adopted, copied)
     assert last.equals(last_copied)
     assert all(a.equals(b) for a, b in zip(seen, seen_copied))
+
+
+def test_a_failed_feed_after_rotated_batches_leaves_every_stream_as_it_was(monkeypatch):
+    monkeypatch.setattr(segments, "PERIODIC_ROWS", 1)
+    monkeypatch.setattr(slabs, "ROTATED_ROWS", 2)
+    period, size = 7, 10   # batches of 10 rows of a 7-stream recording: rotated from the second on
+    keys = np.tile(np.arange(period), 8)
+    x = np.random.default_rng(3).normal(size=(len(keys), F)).astype(np.float32)
+    runtimes = [sl.StreamRuntime(lstm(4), key="id", features="x") for _ in range(2)]
+    for runtime in runtimes:
+        for start in range(0, 30, size):
+            runtime.feed(make_batch(keys[start:start + size], x[start:start + size]))
+    failed, clean = runtimes
+    bad = x[30:40].copy()
+    bad[4, 1] = np.nan
+    with pytest.raises(sl.StreamError, match="non-finite"):   # held rows adopted, stamps deferred: kept
+        failed.feed(make_batch(keys[30:40], bad))
+    for start in range(30, len(keys), size):
+        batch = make_batch(keys[start:start + size], x[start:start + size])
+        np.testing.assert_array_equal(outputs(failed.feed(batch)), outputs(clean.feed(batch)))
+    assert failed.export_streams().drop_columns(["idle_seconds"]).equals(
+        clean.export_streams().drop_columns(["idle_seconds"]))
