@@ -16,12 +16,14 @@ Adopted rows: a fleet fed the same streams in the same order every batch writes 
 with states known to be complete (``has_output`` True already, :meth:`CarrySlabs.write_states`). Its
 new states are then not copied into the slabs: the slabs keep the batch's own tensors as the rows of
 that range (``[start, start + count)`` of a stage), the next batch reads them as they are and replaces
-them by its own. Anything else that touches the stage's slabs first copies them in
-(:meth:`CarrySlabs.settle`). Nobody writes the adopted tensors in place (compute never writes its
-inputs, and the runtime's output columns that may share their memory are read-only Arrow arrays), so
-holding them is as good as holding a copy: a feed of 10,000 rows saves two copies of [10000, units].
-The same fleet in a new order every batch runs in slot order (``execute._slot_order``), so its
-commits write that range too and are adopted the same way.
+them by its own. A recording replayed in batches that start mid-round writes the same range rotated
+(:func:`rotated_split`); its states are adopted with their rotation (row ``i`` holds slot ``start + (i +
+offset) % count``), and the next batch reads its own rotation of them (two slices). Anything else
+that touches the stage's slabs first copies them in (:meth:`CarrySlabs.settle`). Nobody writes the
+adopted tensors in place (compute never writes its inputs, and the runtime's output columns that may
+share their memory are read-only Arrow arrays), so holding them is as good as holding a copy: a feed
+of 10,000 rows saves two copies of [10000, units]. The same fleet in a new order every batch runs in
+slot order (``execute._slot_order``), so its commits write that range too and are adopted the same way.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 
 from streamlstm.arrow import as_tensor
 
-__all__ = ["CarrySlabs", "contiguous_start", "index_tensor", "rotated_split"]
+__all__ = ["CarrySlabs", "contiguous_start", "index_tensor", "rotated_split", "whole_rotation"]
 
 ROTATED_ROWS = 4096   # from this many slots, gathers and writes look for two runs (rotated_split)
 # From this many slots a commit's states for one range of slots in another order are put in slot order
@@ -58,6 +60,16 @@ def rotated_split(slots: np.ndarray) -> int | None:
         return None
     breaks = (slots[1:] - slots[:-1] != 1).nonzero()[0]
     return int(breaks[0]) + 1 if len(breaks) == 1 and slots[breaks[0] + 1] >= 0 else None
+
+
+def whole_rotation(slots: np.ndarray) -> tuple[int, int] | None:
+    """``(start, offset)`` when ``slots`` are the whole range ``start .. start + n - 1`` rotated (``slots[i]
+    = start + (i + offset) % n``, ``0 < offset < n``, at least ``ROTATED_ROWS`` slots); else None."""
+    split = rotated_split(slots)
+    if split is None:
+        return None
+    n, start = len(slots), int(slots[split])
+    return (start, n - split) if start + n - split == int(slots[0]) else None
 
 
 def _halves(slots: np.ndarray, split: int) -> tuple[tuple[slice, int], tuple[slice, int]]:
@@ -87,8 +99,9 @@ class CarrySlabs:
         self.states: list[list[torch.Tensor]] = [[self._new(0, size) for size in sizes] for sizes in stage_sizes]
         self.has_output = [torch.zeros(0, dtype=torch.bool, device=device) for _ in stage_sizes]
         self._views: dict[tuple[int, int, int], tuple[list[torch.Tensor], torch.Tensor]] = {}
-        # Per stage: (start, count, states) adopted in place of those rows (see the module docstring).
-        self._adopted: list[tuple[int, int, list[torch.Tensor]] | None] = [None] * len(stage_sizes)
+        # Per stage: (start, count, states, offset) adopted in place of those rows, row i of states holding
+        # slot start + (i + offset) % count (see the module docstring).
+        self._adopted: list[tuple[int, int, list[torch.Tensor], int] | None] = [None] * len(stage_sizes)
         self.resize(capacity)
 
     def _new(self, rows: int, size: int) -> torch.Tensor:
@@ -123,9 +136,11 @@ class CarrySlabs:
             adopted = self._adopted[number]
             if adopted is not None:
                 self._adopted[number] = None
-                start, count, states = adopted
+                start, count, states, offset = adopted
                 for view, value in zip(self.views(number, start, count)[0], states):
-                    view.copy_(value)
+                    view[offset:].copy_(value[:count - offset])
+                    if offset:
+                        view[:offset].copy_(value[count - offset:])
 
     def _adoptable(self, stage: int, start: int, states: list[torch.Tensor]) -> bool:
         """Whether ``states`` may stand for the rows from ``start`` (see the module docstring): the
@@ -196,18 +211,25 @@ class CarrySlabs:
             has = None if has is None else has & ~fill[:, 0]
         return states, has
 
-    def _from_adopted(self, stage: int, adopted: tuple[int, int, list[torch.Tensor]], slots: np.ndarray,
+    def _from_adopted(self, stage: int, adopted: tuple[int, int, list[torch.Tensor], int], slots: np.ndarray,
                       start: int | None, need_has: bool) -> tuple[list[torch.Tensor], torch.Tensor | None] | None:
         """The carries of ``slots`` read from the adopted rows when they hold every one (None: not)."""
-        first, count, states = adopted
-        if start == first and len(slots) == count:   # the fleet again: the adopted tensors themselves
+        first, count, states, offset = adopted
+        if not offset and start == first and len(slots) == count:   # the fleet again: the adopted tensors
             return list(states), self.views(stage, first, count)[1] if need_has else None
         if not len(slots) or int(slots.min()) < first or int(slots.max()) >= first + count:
             return None
-        if start is not None:
-            states = [state.narrow(0, start - first, len(slots)) for state in states]
+        rows = slots - first if not offset else (slots - (first + offset)) % count   # rows of ``states``
+        at = contiguous_start(rows)
+        split = None if at is not None else rotated_split(rows)
+        if at is not None:
+            states = [state.narrow(0, at, len(slots)) for state in states]
+        elif split is not None:   # a rotation of them: two slices
+            states = [torch.cat([state.narrow(0, int(rows[0]), split), state.narrow(0, int(rows[split]),
+                                                                                    len(slots) - split)])
+                      for state in states]
         else:   # the fleet in another order: gather from the adopted tensors
-            index = index_tensor(slots - first, self.device)
+            index = index_tensor(rows, self.device)
             states = [state.index_select(0, index) for state in states]
         has = self.has_output[stage].index_select(0, index_tensor(slots, self.device)) if need_has else None
         return states, has
@@ -221,11 +243,16 @@ class CarrySlabs:
                 for states, flags in zip(self.states, self.has_output)]
 
     # -- writing ----------------------------------------------------------------------------------
-    def write_states(self, stage: int, slots: np.ndarray, states: list[torch.Tensor], start: int | None) -> None:
+    def write_states(self, stage: int, slots: np.ndarray, states: list[torch.Tensor], start: int | None,
+                     rotation: tuple[int, int] | None | bool = False) -> None:
         """:meth:`write` without ``has_output`` (known to be True already); rows from ``start`` may be
-        adopted instead of copied (see the module docstring)."""
-        if start is not None and self._adoptable(stage, start, states):
-            self._adopted[stage] = (start, len(slots), list(states))
+        adopted instead of copied (see the module docstring), as may a whole range rotated (``rotation``:
+        :func:`whole_rotation` of ``slots`` when the caller knows it, False: not known)."""
+        if start is None and rotation is False:
+            rotation = whole_rotation(slots)
+        first, offset = (start, 0) if start is not None else rotation or (None, 0)
+        if first is not None and self._adoptable(stage, first, states):   # a rotated range with its rotation
+            self._adopted[stage] = (first, len(slots), list(states), offset)
             return
         self.settle(stage)
         self._copy_states(stage, slots, states, start)
@@ -261,7 +288,7 @@ class CarrySlabs:
             else:
                 flags.copy_(has)
             if adopt and self._adoptable(stage, start, states):
-                self._adopted[stage] = (start, len(slots), list(states))
+                self._adopted[stage] = (start, len(slots), list(states), 0)
                 return
             self.settle(stage)
             for view, value in zip(views, states):

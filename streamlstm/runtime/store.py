@@ -37,7 +37,7 @@ from streamlstm.arrow import as_tensor
 from streamlstm.errors import StateError
 from streamlstm.runtime.key_groups import key_group_of_hashes, stable_hash
 from streamlstm.runtime.keys import KeyIndex, Lookup
-from streamlstm.runtime.slabs import CarrySlabs, contiguous_start, index_tensor
+from streamlstm.runtime.slabs import CarrySlabs, contiguous_start, index_tensor, whole_rotation
 
 __all__ = ["Placement", "Stamp", "StreamStore"]
 
@@ -98,6 +98,14 @@ class Placement:
         return self.__dict__["_start"]
 
     @property
+    def rotation(self) -> tuple[int, int] | None:
+        """:func:`whole_rotation` of the keys' slots when they are not consecutive (a recording's batch
+        that starts mid-round): ``(first slot, offset)``, else None."""
+        if "_rotation" not in self.__dict__:
+            self.__dict__["_rotation"] = whole_rotation(self.key_slots) if self.start is None else None
+        return self.__dict__["_rotation"]
+
+    @property
     def created(self) -> int:
         """How many keys are new."""
         return int((self.key_slots < 0).sum())
@@ -123,7 +131,8 @@ class StreamStore:
         self._arrays = {name: np.zeros(self.initial_capacity, dtype) for name, dtype in zip(_BOOKKEEPING, dtypes)}
         # The stamp of the last steady-state commit, written into the arrays when anyone reads them: a
         # fleet fed the same way every batch then costs one tuple per batch instead of array writes.
-        self._pending: tuple[int, int, Stamp] | None = None
+        # (start, count, stamp, offset): key i of the stamp has slot start + (i + offset) % count.
+        self._pending: tuple[int, int, Stamp, int] | None = None
         self._free = np.arange(self.initial_capacity - 1, -1, -1, dtype=np.int64)   # pop from the end
         self._free_count = self.initial_capacity
         self.generation = 0
@@ -132,9 +141,12 @@ class StreamStore:
     # -- bookkeeping (read-only for others) ----------------------------------------------------------
     def _flush(self) -> None:
         if self._pending is not None:
-            start, count, stamp = self._pending
+            start, count, stamp, offset = self._pending
             self._pending = None
-            self._stamp(np.arange(start, start + count), stamp, None, start)
+            if offset:   # a rotated range: key i has slot start + (i + offset) % count
+                self._stamp(start + (np.arange(count) + offset) % count, stamp, None, None)
+            else:
+                self._stamp(np.arange(start, start + count), stamp, None, start)
 
     def _array(self, name: str) -> np.ndarray:
         if self._pending is not None:
@@ -288,18 +300,19 @@ class StreamStore:
             flagged = True
             for stage, (states, has) in enumerate(zip(finals, has_output)):
                 if has is None and placement.flagged:   # has_output is True already (see Placement)
-                    self.slabs.write_states(stage, written, states, at)
+                    self.slabs.write_states(stage, written, states, at, placement.rotation if order is None else None)
                 else:
                     self.slabs.write(stage, written, states, has, at, adopt=True)
                     flagged = flagged and has is None
             placement.flagged = flagged
             start = placement.start
-            if start is None or stamp.times is not None:
+            first, offset = (start, 0) if start is not None else placement.rotation or (None, 0)
+            if first is None or stamp.times is not None:
                 self._stamp(slots, stamp, None, start)
             else:   # written when read (see _flush); a newer stamp of the same slots replaces it
-                if self._pending is not None and self._pending[:2] != (start, len(slots)):
+                if self._pending is not None and self._pending[:2] != (first, len(slots)):
                     self._flush()
-                self._pending = (start, len(slots), stamp)
+                self._pending = (first, len(slots), stamp, offset)
             return slots
         if order is not None:   # into key order
             back = np.empty_like(order)
@@ -320,7 +333,7 @@ class StreamStore:
             if chosen is not None:
                 states = [s.index_select(0, chosen) for s in states]
                 has = None if has is None else has.index_select(0, chosen)
-            self.slabs.write(stage, kept_slots, states, has)
+            self.slabs.write(stage, kept_slots, states, has, adopt=True)   # a commit hands its finals over
         if new.any():
             rows, keys = placement.key_rows[new], placement.keys
             self._ensure_index(placement.kind).insert(keys, rows, slots[new], placement.lookup)

@@ -40,7 +40,8 @@ def test_rotated_slots_read_and_write_like_an_index(first, second, count, split)
     b.has_output[0].index_copy_(0, index, new_has)
     assert all(torch.equal(x, y) for x, y in zip(a.states[0], b.states[0]))
     assert torch.equal(a.has_output[0], b.has_output[0])
-    a.write_states(0, slots, [v * 2 for v in new], None)
+    a.write_states(0, slots, [v * 2 for v in new], None)   # a whole range rotated (the first case) is adopted
+    a.settle()
     assert all(torch.equal(x[index], 2 * v) for x, v in zip(a.states[0], new))
 
 
