@@ -99,10 +99,7 @@ def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tens
         out, h_n, c_n = native_sequence(x.view(steps, batch, features).transpose(0, 1), h0, c0, kernel,
                                         recurrent_kernel, bias)
         return out.transpose(0, 1).reshape(n, -1), h_n, c_n
-    table = x.new_empty(steps * batch, features + 1)   # inputs plus the indicator column, each row written once
-    torch.cat([x, x.new_zeros(1, 1).expand(n, 1)], 1, out=table[:n])
-    table[n:] = 0
-    table[n:, features] = 1
+    table = _padded_table(x, steps * batch)
     out, h_n, c_n = native_sequence(table.view(steps, batch, features + 1).transpose(0, 1), h0, c0,
                                     _with_padding_feature(kernel), recurrent_kernel, bias)
     flat = out.transpose(0, 1).reshape(steps * batch, -1)   # a view: the kernel writes time-major
@@ -111,6 +108,22 @@ def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tens
         return flat[:n], torch.cat([h_n[:batch - short], last_real]), c_n
     h_n[batch - short:] = last_real   # the kernel's own tensor: only the short sequences' rows are replaced
     return flat[:n], h_n, c_n
+
+
+def _padded_table(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``x`` [n, features] with a 0 indicator column, then padding rows ``[0 ... 0, 1]`` up to ``rows``:
+    each row written once, or out of place when autograd records (``x`` may require grad, and ``out=``
+    writes are not differentiable)."""
+    n, features = x.shape
+    if torch.is_grad_enabled() and x.requires_grad:
+        padding = x.new_zeros(rows - n, features + 1)
+        padding[:, features] = 1
+        return torch.cat([torch.nn.functional.pad(x, (0, 1)), padding])
+    table = x.new_empty(rows, features + 1)
+    torch.cat([x, x.new_zeros(1, 1).expand(n, 1)], 1, out=table[:n])
+    table[n:] = 0
+    table[n:, features] = 1
+    return table
 
 
 def _with_padding_feature(kernel: torch.Tensor) -> torch.Tensor:

@@ -176,17 +176,18 @@ def test_nan_at_masked_steps_never_reaches_the_numbers(kind: str) -> None:
 @pytest.mark.parametrize(("rows", "batch"), [(23, 5), (21, 5), (25, 5), (3, 5), (5, 5), (24, 5), (7, 1)])
 def test_a_time_major_block_cut_anywhere_matches_its_sequences_run_apart(rows, batch, grad) -> None:
     """fused_lstm_cut: sequence b has the rows t * batch + b; the first ones one step more than the others
-    (with gradients too: they reach the weights through outputs and final states)."""
+    (with gradients too: they reach the weights and the inputs through outputs and final states)."""
     torch.manual_seed(rows)
     layer = make_lstm(4, 3)
     cell = layer.cell
-    x, h0, c0 = torch.randn(rows, 3), torch.randn(batch, 4), torch.randn(batch, 4)
+    x, h0, c0 = torch.randn(rows, 3, requires_grad=grad), torch.randn(batch, 4), torch.randn(batch, 4)
     with torch.set_grad_enabled(grad):
         out, h, c = fused_lstm_cut(x, batch, h0, c0, cell.kernel, cell.recurrent_kernel, cell.bias)
     if grad:
         (out.sum() + h.square().sum() + c.sum()).backward()
         assert cell.kernel.grad.abs().sum() > 0 and torch.isfinite(cell.recurrent_kernel.grad).all()
-        out, h, c = out.detach(), h.detach(), c.detach()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+        out, h, c, x = out.detach(), h.detach(), c.detach(), x.detach()
     assert out.shape == (rows, 4)
     for b in range(batch):
         mine = torch.tensor(range(b, rows, batch), dtype=torch.long)
