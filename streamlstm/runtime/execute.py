@@ -15,7 +15,7 @@ import torch
 from streamlstm.runtime.compute import cells_step, run_stage_chunk, run_stage_ragged, run_stage_step
 from streamlstm.runtime.model_plan import MaskingStage, ModelPlan, RecurrentStage
 from streamlstm.runtime.segments import RowPlan, StepLayout, ragged_layout, step_layout
-from streamlstm.runtime.slabs import contiguous_start, index_tensor
+from streamlstm.runtime.slabs import contiguous_start, index_tensor, range_order
 from streamlstm.runtime.store import StreamStore
 
 __all__ = ["Outcome", "execute"]
@@ -76,14 +76,13 @@ def _slot_order(rows: RowPlan, key_slots: np.ndarray, device: torch.device):
     n = len(key_slots)
     if n < 2 or rows.proc_rows is not None or rows.num_rows != n or not rows.seg_carry.all():
         return None   # (a batch of distinct keys has the identity plan: segment, key and input row k are one)
-    first = int(key_slots.min())
-    if first < 0 or int(key_slots.max()) - first != n - 1:
-        return None   # new keys, or not one range (the slots of distinct held keys are distinct)
+    ordered = range_order(key_slots)   # the slots of distinct held keys are distinct
+    if ordered is None:
+        return None   # new keys, or not one range
+    first, order = ordered
     if key_slots[0] == first and bool((key_slots[1:] > key_slots[:-1]).all()):
         return None   # in slot order already
     rank = key_slots - first
-    order = np.empty(n, np.int64)
-    order[rank] = np.arange(n)
     layout = StepLayout(order, [n], order, rank, row_pos=rank)
     return (np.arange(first, first + n), None, index_tensor(order, device), index_tensor(rank, device), rank, layout,
             first, order)

@@ -33,7 +33,7 @@ import torch
 
 from streamlstm.arrow import as_tensor
 
-__all__ = ["CarrySlabs", "contiguous_start", "index_tensor", "rotated_split", "whole_rotation"]
+__all__ = ["CarrySlabs", "contiguous_start", "index_tensor", "range_order", "rotated_split", "whole_rotation"]
 
 ROTATED_ROWS = 4096   # from this many slots, gathers and writes look for two runs (rotated_split)
 # From this many slots a commit's states for one range of slots in another order are put in slot order
@@ -60,6 +60,19 @@ def rotated_split(slots: np.ndarray) -> int | None:
         return None
     breaks = (slots[1:] - slots[:-1] != 1).nonzero()[0]
     return int(breaks[0]) + 1 if len(breaks) == 1 and slots[breaks[0] + 1] >= 0 else None
+
+
+def range_order(slots: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """``(first, order)`` when the distinct ``slots`` are ``first .. first + n - 1`` in some order:
+    ``slots[order]`` is that range in slot order. None when they are not one range of slots (or hold
+    -1, a new key's)."""
+    n = len(slots)
+    first = int(slots.min()) if n else -1
+    if first < 0 or int(slots.max()) - first != n - 1:
+        return None
+    order = np.empty(n, np.int64)
+    order[slots - first] = np.arange(n)
+    return first, order
 
 
 def whole_rotation(slots: np.ndarray) -> tuple[int, int] | None:
@@ -314,12 +327,10 @@ class CarrySlabs:
     def _in_slot_order(self, slots: np.ndarray, states: list[torch.Tensor], has: torch.Tensor | None):
         """``(first slot, states, has)`` reordered by slot when the distinct ``slots`` are ``first ..
         first + n - 1`` in some order; else ``(None, states, has)`` unchanged."""
-        n = len(slots)
-        first = int(slots.min()) if n else -1
-        if first < 0 or int(slots.max()) - first != n - 1:
+        ordered = range_order(slots)
+        if ordered is None:
             return None, states, has
-        rows = np.empty(n, np.int64)
-        rows[slots - first] = np.arange(n)
+        first, rows = ordered
         index = index_tensor(rows, self.device)
         return first, [s.index_select(0, index) for s in states], None if has is None else has.index_select(0, index)
 
