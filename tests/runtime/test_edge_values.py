@@ -15,6 +15,7 @@ import torch
 import streamlstm as sl
 from streamlstm.errors import ShapeError, StreamError
 from streamlstm.runtime.eviction import EvictionWarning
+from streamlstm.runtime.schema import BatchParser, Columns
 
 
 def batch(keys, width: int = 2, times=None, time_type=None, x=None) -> pa.RecordBatch:
@@ -50,6 +51,23 @@ def test_float64_features_that_overflow_the_models_float32_are_refused_and_chang
         assert after[0].equals(before[0]) and after[1:] == before[1:]
     rt.feed(batch([1, 2], x=np.array([[3e38, 0.5], [-3e38, 0.5]])))   # float32 can hold these
     assert np.isfinite(rt.state(1)[0][0]).all()
+
+
+def test_the_parsers_remembered_schema_rechecks_the_cast_limit_for_another_model_dtype():
+    # The fast path keeps the float64 -> model dtype limit with the schema; the same schema parsed for
+    # a float32 model after a float64 one must still refuse what float32 cannot hold.
+    parser = BatchParser(Columns.named("id", "x"))
+    big = batch([1, 2], x=np.array([[0.5, 0.5], [1e39, 0.5]]))
+    for _ in range(2):   # the second time through the remembered schema
+        parsed = parser.parse(big, width=2, expected_key_kind=None, time_type=None, allow_nonfinite=False,
+                              dtype=torch.float64)
+        assert parsed.x[1, 0] == 1e39
+    with pytest.raises(StreamError, match=r"'x' has the value 1e\+39 at row 1"):
+        parser.parse(big, width=2, expected_key_kind=None, time_type=None, allow_nonfinite=False,
+                     dtype=torch.float32)
+    small = batch([1, 2], x=np.array([[0.5, 0.5], [3e38, 0.5]]))
+    assert parser.parse(small, width=2, expected_key_kind=None, time_type=None, allow_nonfinite=False,
+                        dtype=torch.float32).x[1, 0] == 3e38
 
 
 def test_a_float64_model_accepts_float64_features_beyond_float32():
