@@ -126,9 +126,27 @@ def gate_major_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
     """One sigmoid/tanh step of ``x`` [n, F] from ``h``, ``c`` [n, u] with one GEMM:
     ``z = [x | h | 1] @ stacked`` in gate-major layout [4, n, u] (``x @ kernel + h @ recurrent_kernel +
     bias``). Returns new tensors ``(h', c')`` [n, u]; ``x``, ``h`` and ``c`` are only read."""
-    parts = [x, h, x.new_ones((x.shape[0], 1))] if weights.has_bias else [x, h]
+    parts = [x, h, _ones_column(x)] if weights.has_bias else [x, h]
     joined = torch.cat(parts, dim=1)
     return _gate_math(torch.bmm(joined.expand(4, *joined.shape), weights.stacked), c)
+
+
+# The ``1`` columns of gate_major_cell by (rows, dtype, device): a step of a hundred rows would
+# otherwise spend a few microseconds of its ~100 making one. Only ever read (``cat`` copies it).
+_ONES: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _ones_column(like: torch.Tensor) -> torch.Tensor:
+    """A ones column ``[rows, 1]`` of ``like``'s dtype and device, made once per shape: a plain
+    tensor (not an inference tensor, whatever mode made it) that nothing writes."""
+    key = (like.shape[0], like.dtype, like.device)
+    ones = _ONES.get(key)
+    if ones is None:
+        if len(_ONES) >= 32:
+            _ONES.clear()
+        with torch.inference_mode(False):
+            ones = _ONES[key] = torch.ones((key[0], 1), dtype=key[1], device=key[2])
+    return ones
 
 
 def _gate_math(g: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

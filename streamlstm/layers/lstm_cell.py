@@ -49,8 +49,12 @@ CELL_ROWS = 96
 
 
 def _version(tensor: torch.Tensor) -> int | None:
-    """How many in-place changes ``tensor`` has seen (None for inference tensors, which do not count)."""
-    return None if tensor.is_inference() else tensor._version  # noqa: SLF001 (torch's in-place counter)
+    """How many in-place changes ``tensor`` has seen (None for inference tensors, which do not count:
+    reading their counter raises, which costs nothing on the common path, unlike asking first)."""
+    try:
+        return tensor._version  # noqa: SLF001 (torch's in-place counter)
+    except RuntimeError:
+        return None
 
 
 @register

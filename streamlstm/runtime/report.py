@@ -10,6 +10,7 @@ import pyarrow as pa
 import torch
 
 from streamlstm.arrow import fixed_list
+from streamlstm.errors import StreamError
 
 __all__ = ["COUNTERS", "OutputBuilder", "html", "python_key", "summary", "text"]
 
@@ -24,10 +25,27 @@ def python_key(value: Any) -> Any:
     return int(value) if isinstance(value, np.integer) else value
 
 
-def _host(tensor: torch.Tensor) -> np.ndarray:
-    if tensor.dtype is not torch.float32 or not tensor.is_cpu or tensor.requires_grad:
-        tensor = tensor.detach().to("cpu", torch.float32)
-    return tensor.numpy()
+def _host(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as float32 on the CPU, contiguous, without gradient (itself when it is)."""
+    if tensor.dtype is not torch.float32 or not tensor.is_cpu or tensor.requires_grad or not tensor.is_contiguous():
+        tensor = tensor.detach().to("cpu", torch.float32).contiguous()
+    return tensor
+
+
+_EMPTY = torch.zeros(0)   # the values of a batch without rows
+
+
+def _wrapped(tensor: torch.Tensor, rows: int, list_type: pa.DataType) -> pa.Array:
+    """``tensor`` [rows, size] as a ``FixedSizeList<float32>[size]`` array of ``rows`` rows sharing its
+    memory (:func:`_host` first): the buffer keeps the tensor alive. Three pyarrow calls (a numpy view
+    and ``py_buffer`` cost two more, which shows at one row per stream)."""
+    tensor = _host(tensor)
+    count = rows * list_type.list_size
+    if tensor.numel() != count:   # never (a row per input row): the buffer below must not overrun
+        raise StreamError(f"{count} output values expected, got a tensor of shape {tuple(tensor.shape)}")
+    memory = pa.foreign_buffer(tensor.data_ptr(), 4 * count, base=tensor)
+    flat = pa.Array.from_buffers(_FLOAT32, count, [None, memory])
+    return pa.FixedSizeListArray.from_arrays(flat, type=list_type)
 
 
 class OutputBuilder:
@@ -40,6 +58,7 @@ class OutputBuilder:
         self.key, self.time, self.widths = key, time, widths
         # Fields made from names alone: nullable, no metadata, whatever the input's fields say.
         self.names = [key] + ([] if time is None else [time]) + [name for name, _ in widths]
+        self._list_types = [pa.list_(_FLOAT32, size) for _, size in widths]
         self._schemas: dict[tuple[pa.DataType, ...], pa.Schema] = {}   # by the key (and time) column type
 
     def build(self, keys: pa.Array, time_column: pa.Array | None, outcome: Any,
@@ -50,18 +69,14 @@ class OutputBuilder:
         rows = len(keys)
         arrays = [keys] if self.time is None else [keys, time_column]
         values = None if outcome is None else [outcome.outputs, *(outcome.row_states or ())]
-        for index, (_, size) in enumerate(self.widths):
-            data = np.zeros((0, size), np.float32) if values is None else _host(values[index])
-            if kept is None and len(data) == rows:   # the common case: the array wraps ``data``, no copy
-                if not data.flags.c_contiguous:
-                    data = np.ascontiguousarray(data)
-                flat = pa.Array.from_buffers(_FLOAT32, data.size, [None, pa.py_buffer(data)])
-                arrays.append(pa.FixedSizeListArray.from_arrays(flat, size))
-            else:
-                padded = np.zeros((rows, size), np.float32)
-                valid = np.zeros(rows, bool) if kept is None else kept
-                padded[valid] = data
-                arrays.append(fixed_list(padded, valid))
+        for index, list_type in enumerate(self._list_types):
+            if kept is None:   # the common case: the array wraps the tensor's memory, no copy
+                arrays.append(_wrapped(_EMPTY if values is None else values[index], rows, list_type))
+                continue
+            padded = np.zeros((rows, list_type.list_size), np.float32)
+            if values is not None:
+                padded[kept] = _host(values[index]).numpy()
+            arrays.append(fixed_list(padded, kept))
         return pa.RecordBatch.from_arrays(arrays, schema=self._schema(arrays))
 
     def _schema(self, arrays: list[pa.Array]) -> pa.Schema:

@@ -266,7 +266,7 @@ class BatchParser:
 
     def __init__(self, columns: Columns) -> None:
         self.columns = columns
-        # schema, key index, features index, settings, (width, value dtype)
+        # schema, key index, features index, settings, (width, value dtype, itemsize, cast limit)
         self._accepted: tuple[pa.Schema, int, int, Any, Any] | None = None
         # Only batches of a key and one features column (no mask, reset, end or time) are remembered.
         self._simple = columns.mask is None and columns.reset is None and columns.end is None \
@@ -276,17 +276,16 @@ class BatchParser:
               time_type: pa.DataType | None, allow_nonfinite: bool, dtype: Any = None) -> ParsedBatch:
         accepted, columns = self._accepted, self.columns
         simple = self._simple and type(batch) is pa.RecordBatch
-        settings = (width, expected_key_kind, allow_nonfinite)
+        settings = (width, expected_key_kind, allow_nonfinite, dtype)
         if simple and accepted is not None and accepted[3] == settings and batch.schema.equals(accepted[0]):
             keys, array = batch.column(accepted[1]), batch.column(accepted[2])
             rows = len(array)
             if rows and not keys.null_count and not array.null_count:
                 values = array.values
                 if not values.null_count:   # the rows' values read straight from the buffer (no copy)
-                    size, value_dtype = accepted[4]
+                    size, value_dtype, itemsize, limit = accepted[4]
                     x = np.frombuffer(values.buffers()[1], value_dtype, rows * size,
-                                      (values.offset + array.offset * size) * value_dtype.itemsize).reshape(rows, size)
-                    limit = None if allow_nonfinite else _limit(x, dtype)
+                                      (values.offset + array.offset * size) * itemsize).reshape(rows, size)
                     if (allow_nonfinite or _finite(x)) and (limit is None or _within(x, limit)):
                         return ParsedBatch(rows, keys, x)
         parsed = parse_batch(batch, columns, width=width, expected_key_kind=expected_key_kind,
@@ -296,9 +295,11 @@ class BatchParser:
             schema = batch.schema
             features = schema.field(columns.features).type
             if features.value_type in (pa.float32(), pa.float64()):   # float16 values are converted: no fast path
+                value_dtype = np.dtype(features.value_type.to_pandas_dtype())
+                limit = None if allow_nonfinite else _limit(np.empty(0, value_dtype), dtype)
                 self._accepted = (schema, schema.get_field_index(columns.key),
                                   schema.get_field_index(columns.features), settings,
-                                  (features.list_size, np.dtype(features.value_type.to_pandas_dtype())))
+                                  (features.list_size, value_dtype, value_dtype.itemsize, limit))
         return parsed
 
 

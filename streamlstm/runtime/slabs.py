@@ -162,10 +162,13 @@ class CarrySlabs:
         adopted, count = self._adopted[stage], states[0].shape[0]
         if adopted is not None and (adopted[0] != start or adopted[1] != count):
             return False
-        for value, slab in zip(states, self.states[stage]):
+        dtype, device = self.dtype, self.device
+        for value, slab, size in zip(states, self.states[stage], self.stage_sizes[stage]):   # size: slab.shape[1]
+            if value.dtype != dtype or value.requires_grad or value.shape != (count, size) \
+                    or not value.is_contiguous() or value.device != device:
+                return False
             at, low = value.data_ptr(), slab.data_ptr()
-            if value.dtype != self.dtype or value.requires_grad or value.shape != (count, slab.shape[1]) \
-                    or not value.is_contiguous() or value.device != self.device or low <= at < low + slab.nbytes:
+            if low <= at < low + slab.nbytes:
                 return False
         return True
 

@@ -128,3 +128,25 @@ def test_runtime_follows_weights_changed_between_feeds() -> None:
             want = layer(torch.from_numpy(x)[:, None, :])   # new streams: one step from zeros
         np.testing.assert_allclose(got.column("output").flatten().to_numpy().reshape(rows, 8), want.numpy(),
                                    rtol=1e-5, atol=1e-6)
+
+
+
+def test_the_gate_major_cells_shared_ones_column_serves_every_mode_dtype_and_shape() -> None:
+    """The ``1`` column of ``[x | h | 1]`` is made once per rows, dtype and device and shared: steps of
+    one shape in inference mode, in no_grad mode and in float32 and float64 all give the Keras step,
+    and a step of another shape in between changes nothing."""
+    cell = built_cell(units=4, input_dim=3, seed=4)
+    for rows in (CELL_ROWS + 3, CELL_ROWS + 9, CELL_ROWS + 3):
+        for dtype in (torch.float64, torch.float32):
+            x, h, c = _inputs(rows, 3, 4, seed=rows, dtype=dtype)
+            expected_h, expected_c = _expected(cell, x, h, c)
+            weights = kernels.gate_major_weights(*(w.to(dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)))
+            tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+            with torch.inference_mode():
+                first = kernels.gate_major_cell(x, h, c, weights)
+            with torch.no_grad():
+                second = kernels.gate_major_cell(x, h, c, weights)
+            assert not second[0].is_inference()
+            for got in (first, second):
+                np.testing.assert_allclose(got[0].double().numpy(), expected_h, rtol=tolerance, atol=tolerance)
+                np.testing.assert_allclose(got[1].double().numpy(), expected_c, rtol=tolerance, atol=tolerance)
