@@ -140,7 +140,8 @@ def test_the_gate_major_cells_shared_ones_column_serves_every_mode_dtype_and_sha
         for dtype in (torch.float64, torch.float32):
             x, h, c = _inputs(rows, 3, 4, seed=rows, dtype=dtype)
             expected_h, expected_c = _expected(cell, x, h, c)
-            weights = kernels.gate_major_weights(*(w.to(dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)))
+            parameters = (cell.kernel, cell.recurrent_kernel, cell.bias)
+            weights = kernels.gate_major_weights(*(w.to(dtype) for w in parameters))
             tolerance = 1e-12 if dtype == torch.float64 else 1e-5
             with torch.inference_mode():
                 first = kernels.gate_major_cell(x, h, c, weights)
