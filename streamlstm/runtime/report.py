@@ -59,7 +59,6 @@ class OutputBuilder:
         # Fields made from names alone: nullable, no metadata, whatever the input's fields say.
         self.names = [key] + ([] if time is None else [time]) + [name for name, _ in widths]
         self._list_types = [pa.list_(_FLOAT32, size) for _, size in widths]
-        self._schemas: dict[tuple[pa.DataType, ...], pa.Schema] = {}   # by the key (and time) column type
 
     def build(self, keys: pa.Array, time_column: pa.Array | None, outcome: Any,
               kept: np.ndarray | None) -> pa.RecordBatch:
@@ -77,19 +76,7 @@ class OutputBuilder:
             if values is not None:
                 padded[kept] = _host(values[index]).numpy()
             arrays.append(fixed_list(padded, kept))
-        return pa.RecordBatch.from_arrays(arrays, schema=self._schema(arrays))
-
-    def _schema(self, arrays: list[pa.Array]) -> pa.Schema:
-        """The output schema for these columns (what ``from_arrays(names=...)`` would make), made once
-        per key and time column type: validating given names costs more than comparing a schema."""
-        types = (arrays[0].type,) if self.time is None else (arrays[0].type, arrays[1].type)
-        schema = self._schemas.get(types)
-        if schema is None:
-            if len(self._schemas) >= 16:
-                self._schemas.clear()
-            schema = self._schemas[types] = pa.schema([pa.field(name, array.type)
-                                                       for name, array in zip(self.names, arrays)])
-        return schema
+        return pa.RecordBatch.from_arrays(arrays, names=self.names)   # fields from names and types alone
 
 
 def summary(stats: dict[str, Any], layers: list[str], device: Any, mode: str) -> list[tuple[str, str]]:
