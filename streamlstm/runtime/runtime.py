@@ -30,6 +30,8 @@ from streamlstm.runtime.transfer import TransferMixin
 __all__ = ["PreparedFeed", "StreamRuntime"]
 
 _MODES = ("auto", "step", "chunk")
+# What torch.set_grad_enabled(mode) does, without making an object: two per feed show at one row per stream.
+_set_grad_enabled = torch._C._set_grad_enabled  # noqa: SLF001 (the switch behind torch.set_grad_enabled)
 # Up to this many rows a batch takes step mode whatever the mode says: the sequence kernel's setup
 # costs more than the whole batch there (benchmarks/bench_runtime.py, forced chunk mode).
 TINY_ROWS = 64
@@ -348,12 +350,12 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         """Every stage over the batch's rows, from the carries in ``store``; writes nothing."""
         x, mask = self._tensors(parsed, store.dtype)
         grad = torch.is_grad_enabled()
-        torch.set_grad_enabled(False)   # cheaper than a context manager, which shows at one row
+        _set_grad_enabled(False)   # cheaper than a context manager (or set_grad_enabled's object) at one row
         try:
             return execute(self._plan, store, plan.row_plans, plan.placement.key_slots, x, mask,
                            self._use_step(plan.rows), self.return_state, plan.memo)
         finally:
-            torch.set_grad_enabled(grad)
+            _set_grad_enabled(grad)
 
     def _apply(self, parsed: ParsedBatch, plan: BatchPlan, outcome: Outcome) -> None:
         """Commit a computed batch: the only place a feed changes stream state."""
