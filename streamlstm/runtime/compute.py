@@ -122,7 +122,8 @@ def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayou
     segments, steps = states[0].shape[0], layout.steps
     if layout.time_major and stage.fused:
         cell = stage.cells[0]
-        out, h, c = fused_lstm_cut(x, segments, states[0], states[1], cell.kernel, cell.recurrent_kernel, cell.bias)
+        out, h, c = fused_lstm_cut(x, segments, states[0], states[1], cell.kernel, cell.recurrent_kernel, cell.bias,
+                                   stage.cut_table)
         return StageResult(out, [h, c], None)
     head = None if layout.prefix_rows is None else torch.as_tensor(layout.prefix_rows, device=x.device)
     prefix = x[:steps * segments] if head is None else x.index_select(0, head)
