@@ -189,16 +189,19 @@ class CarrySlabs:
 
     # -- reading ----------------------------------------------------------------------------------
     def gather(self, stage: int, slots: np.ndarray, carry: np.ndarray | None, need_has: bool,
-               start: int | None = -1) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+               start: int | None = -1,
+               rotation: tuple[int, int] | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Initial carries of ``stage`` for rows that read ``slots``: the stored ones where ``carry``
         (None = all), zeros elsewhere. Results may be views of the slabs (compute never writes its
-        inputs in place); ``has`` is returned only when ``need_has``. ``start``: as for :meth:`write`."""
+        inputs in place); ``has`` is returned only when ``need_has``. ``start``: as for :meth:`write`;
+        ``rotation``: :func:`whole_rotation` of ``slots`` when the caller knows it (None: not known, or
+        not one), so that rows adopted with a rotation are read without looking at the slots."""
         if start == -1:
             start = contiguous_start(slots) if carry is None else None
         adopted = self._adopted[stage]
         if adopted is not None:
             if carry is None:
-                found = self._from_adopted(stage, adopted, slots, start, need_has)
+                found = self._from_adopted(stage, adopted, slots, start, need_has, rotation)
                 if found is not None:
                     return found
             self.settle(stage)
@@ -225,11 +228,20 @@ class CarrySlabs:
         return states, has
 
     def _from_adopted(self, stage: int, adopted: tuple[int, int, list[torch.Tensor], int], slots: np.ndarray,
-                      start: int | None, need_has: bool) -> tuple[list[torch.Tensor], torch.Tensor | None] | None:
+                      start: int | None, need_has: bool,
+                      rotation: tuple[int, int] | None) -> tuple[list[torch.Tensor], torch.Tensor | None] | None:
         """The carries of ``slots`` read from the adopted rows when they hold every one (None: not)."""
         first, count, states, offset = adopted
         if not offset and start == first and len(slots) == count:   # the fleet again: the adopted tensors
             return list(states), self.views(stage, first, count)[1] if need_has else None
+        if rotation is not None and rotation[0] == first and len(slots) == count:   # the range, rotated again
+            # slots[i] = first + (i + rotation[1]) % count is row (i + turn) % count of ``states``.
+            turn = (rotation[1] - offset) % count
+            if turn:
+                states = [torch.cat([state.narrow(0, turn, count - turn), state.narrow(0, 0, turn)])
+                          for state in states]
+            has = self.has_output[stage].index_select(0, index_tensor(slots, self.device)) if need_has else None
+            return list(states), has
         if not len(slots) or int(slots.min()) < first or int(slots.max()) >= first + count:
             return None
         rows = slots - first if not offset else (slots - (first + offset)) % count   # rows of ``states``

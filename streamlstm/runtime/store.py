@@ -198,10 +198,11 @@ class StreamStore:
         return self._index.slot_keys[slots]
 
     def gather(self, stage: int, slots: np.ndarray, carry: np.ndarray | None, need_has: bool,
-               start: int | None = -1) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+               start: int | None = -1,
+               rotation: tuple[int, int] | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Carries of ``stage`` read at ``slots`` (zeros where ``carry`` is False); see
         :meth:`CarrySlabs.gather`."""
-        return self.slabs.gather(stage, slots, carry, need_has, start)
+        return self.slabs.gather(stage, slots, carry, need_has, start, rotation)
 
     def read(self, slots: np.ndarray) -> list[tuple[list[np.ndarray], np.ndarray]]:
         """Copies of the carries of ``slots``: per stage, the flat states and ``has_output``."""
