@@ -78,8 +78,8 @@ def fused_lstm(x: torch.Tensor, mask: torch.Tensor | None, h0: torch.Tensor, c0:
 
 
 def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tensor, kernel: torch.Tensor,
-                   recurrent_kernel: torch.Tensor, bias: torch.Tensor | None,
-                   table: CutTable | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   recurrent_kernel: torch.Tensor, bias: torch.Tensor | None, table: CutTable | None = None,
+                   last_rows: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``batch`` sequences stored time-major and cut after any row, from ``(h0, c0)`` [batch, units].
 
     ``x`` [n, features]: row ``t * batch + b`` is step ``t`` of sequence ``b``, so with ``steps =
@@ -91,7 +91,12 @@ def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tens
     one is given (see :class:`CutTable`).
 
     Returns ``(outputs [n, units], h_n, c_n)``; ``outputs`` is a view of the kernel's output buffer
-    (``steps * batch`` rows, time-major), in the rows' order.
+    (``steps * batch`` rows, time-major), in the rows' order. ``h_n`` and ``c_n`` are in sequence order,
+    or with ``last_rows`` in the order of the last ``batch`` rows: row ``i`` of them is sequence ``(n +
+    i) % batch``'s, the one whose last row is row ``n - batch + i`` (every sequence has exactly one of
+    the last ``batch`` rows): the order a recording's next batch, which starts at row ``n``, reads them
+    in. When the cut is inside a step, ``h_n`` is then those rows of ``outputs`` (a view: the short
+    sequences' rows are not copied into the kernel's ``h_n``) and ``c_n`` the kernel's rotated (one copy).
     """
     n, features = x.shape
     steps = -(-n // batch)
@@ -104,6 +109,9 @@ def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tens
     out, h_n, c_n = native_sequence(padded.view(steps, batch, features + 1).transpose(0, 1), h0, c0,
                                     _with_padding_feature(kernel), recurrent_kernel, bias)
     flat = out.transpose(0, 1).reshape(steps * batch, -1)   # a view: the kernel writes time-major
+    if last_rows and n >= batch:   # sequence (n + i) % batch = (batch - short + i) % batch ends at row n - batch + i
+        turn = batch - short
+        return flat[:n], flat[n - batch:n], torch.cat([c_n[turn:], c_n[:turn]])
     last_real = flat[n - batch:(steps - 1) * batch] if steps > 1 else h0[batch - short:]
     if h_n.requires_grad:   # a backward may have kept it: a new tensor then
         return flat[:n], torch.cat([h_n[:batch - short], last_real]), c_n

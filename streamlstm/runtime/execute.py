@@ -147,8 +147,9 @@ def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: Row
         return finals[-2], finals, None, None, None
     ragged = None if step or mask is not None or rows.uniform else ragged_layout(rows)
     if ragged is not None:   # nearly equal lengths: no padding, see RaggedLayout
-        result = run_stage_ragged(stage, h, ragged, states)
-        return (result.outputs, *_per_key(result.final, None, final_of_key), None, None)
+        # One segment per key (segment k is key k's): a single-stage model may keep the finals' own order.
+        result = run_stage_ragged(stage, h, ragged, states, keep_order and final_of_key is None)
+        return (result.outputs, *_per_key(result.final, None, final_of_key), None, result.order)
     h_p = h if perm is None else h.index_select(0, perm)
     m_p = mask if perm is None or mask is None else mask.index_select(0, perm)
     if step:

@@ -18,7 +18,9 @@ new states are then not copied into the slabs: the slabs keep the batch's own te
 that range (``[start, start + count)`` of a stage), the next batch reads them as they are and replaces
 them by its own. A recording replayed in batches that start mid-round writes the same range rotated
 (:func:`rotated_split`); its states are adopted with their rotation (row ``i`` holds slot ``start + (i +
-offset) % count``), and the next batch reads its own rotation of them (two slices). Anything else
+offset) % count``), and the next batch reads its own rotation of them (two slices; none when the
+batch's finals came in the next batch's order: the fused cut kernel's ``h`` is then the last rows of
+the batch's outputs, a view that keeps their buffer alive until the next batch). Anything else
 that touches the stage's slabs first copies them in (:meth:`CarrySlabs.settle`). Nobody writes the
 adopted tensors in place (compute never writes its inputs, and the runtime's output columns that may
 share their memory are read-only Arrow arrays), so holding them is as good as holding a copy: a feed

@@ -298,10 +298,13 @@ class StreamStore:
             written, at = (slots, placement.start) if order is None else (slots[order], None)
             if order is not None:   # finals in slot order (see execute._slot_order) make a range
                 at = contiguous_start(written)
+            # Finals in the order a recording's next batch reads them (compute.run_stage_ragged) make a
+            # rotated range, found by write_states (False: not known).
+            rotation = placement.rotation if order is None else False
             flagged = True
             for stage, (states, has) in enumerate(zip(finals, has_output)):
                 if has is None and placement.flagged:   # has_output is True already (see Placement)
-                    self.slabs.write_states(stage, written, states, at, placement.rotation if order is None else None)
+                    self.slabs.write_states(stage, written, states, at, rotation)
                 else:
                     self.slabs.write(stage, written, states, has, at, adopt=True)
                     flagged = flagged and has is None

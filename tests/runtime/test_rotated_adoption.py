@@ -151,3 +151,24 @@ def test_a_failed_feed_after_rotated_batches_leaves_every_stream_as_it_was(monke
         np.testing.assert_array_equal(outputs(failed.feed(batch)), outputs(clean.feed(batch)))
     assert failed.export_streams().drop_columns(["idle_seconds"]).equals(
         clean.export_streams().drop_columns(["idle_seconds"]))
+
+
+def test_a_recording_cut_inside_a_step_hands_its_h_to_the_next_batch_as_its_last_output_rows(monkeypatch):
+    """The fused cut kernel's finals come in the next batch's order: its h carries are the last rows of
+    the batch's outputs themselves (no copy), which is also what they must equal (h is the output)."""
+    monkeypatch.setattr(segments, "PERIODIC_ROWS", 1)
+    monkeypatch.setattr(slabs, "ROTATED_ROWS", 2)
+    period, size, units = 30, 100, 4   # each batch ends inside a step, and starts mid-round from the second on
+    keys = np.tile(np.arange(period), 20)
+    x = np.random.default_rng(5).normal(size=(len(keys), F)).astype(np.float32)
+    runtime = sl.StreamRuntime(lstm(units), key="id", features="x")
+    for start in range(0, 500, size):
+        result = runtime.feed(make_batch(keys[start:start + size], x[start:start + size]))
+        values = result.column("output").flatten()
+        nxt = (start + size) % period   # the next batch starts at this key (slot: keys got slots 0, 1, ...)
+        slots = (np.arange(period) + nxt) % period
+        (h, _), _ = runtime.shared_store(F).gather(0, slots, None, False, None, (0, nxt) if nxt else None)
+        last = values.to_numpy()[(size - period) * units:].reshape(period, units)
+        np.testing.assert_array_equal(h.numpy(), last)
+        if start >= 2 * size:   # the first two batches' commits put the carries in place; then adopted
+            assert h.data_ptr() == values.buffers()[1].address + (size - period) * units * 4
