@@ -50,7 +50,8 @@ class BatchPlan:
             return self
         old, per_row = self.placement, self.committed[self.rows.key_of_row]
         lookup = Lookup(per_row, per_row, np.empty(0, np.int64), old.lookup.distinct)
-        placement = Placement(old.keys, old.kind, lookup, old.key_rows, self.committed, old.released)
+        placement = Placement(old.keys, old.kind, lookup, old.key_rows, self.committed, old.released,
+                              flagged=old.flagged)   # the same streams: has_output as the commit left it
         return BatchPlan(placement, self.row_plans, self.generation)
 
     def continued(self, keys: pa.Array) -> BatchPlan | None:

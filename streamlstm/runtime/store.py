@@ -346,6 +346,9 @@ class StreamStore:
         if gone.any():
             self.release(key_slots[gone])
         self._stamp(kept_slots, stamp, None if chosen is None else keep, None)
+        # Every key kept with has_output True: the next batch of the same streams (a recording's, a
+        # fleet's with new keys in this one) writes its states only, as a settled batch does.
+        placement.flagged = chosen is None and all(has is None for has in has_output)
         return slots
 
     def _stamp(self, slots: np.ndarray, stamp: Stamp, keep: np.ndarray | None, start: int | None) -> None:
