@@ -83,6 +83,8 @@ class BatchPlan:
         lookup = Lookup(key_slots, key_slots, np.empty(0, np.int64), False).repeated(count)
         placement = Placement(keys, "int", lookup, rows.key_rows, key_slots, rows.key_released,
                               flagged=self.placement.flagged)   # the same streams: has_output as it was
+        if self.committed is None:   # this placement's slots, turned: their range is known from its own
+            placement.turn_of(self.placement, shift)
         return BatchPlan(placement, row_plans)
 
 

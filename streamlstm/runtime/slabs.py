@@ -35,7 +35,8 @@ import torch
 
 from streamlstm.arrow import as_tensor
 
-__all__ = ["CarrySlabs", "contiguous_start", "index_tensor", "range_order", "rotated_split", "whole_rotation"]
+__all__ = ["CarrySlabs", "contiguous_start", "index_tensor", "range_order", "rotated_split", "turned_range",
+           "whole_rotation"]
 
 ROTATED_ROWS = 4096   # from this many slots, gathers and writes look for two runs (rotated_split)
 # From this many slots a commit's states for one range of slots in another order are put in slot order
@@ -85,6 +86,15 @@ def whole_rotation(slots: np.ndarray) -> tuple[int, int] | None:
         return None
     n, start = len(slots), int(slots[split])
     return (start, n - split) if start + n - split == int(slots[0]) else None
+
+
+def turned_range(first: int, offset: int, count: int) -> tuple[int | None, tuple[int, int] | None]:
+    """``(contiguous_start, whole_rotation)`` of the slots ``first + (i + offset) % count`` (``first >=
+    0``, ``count >= 1``), worked out without them."""
+    offset %= count
+    if not offset:
+        return first, None
+    return None, (first, offset) if count >= ROTATED_ROWS else None
 
 
 def _halves(slots: np.ndarray, split: int) -> tuple[tuple[slice, int], tuple[slice, int]]:

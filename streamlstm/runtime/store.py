@@ -37,7 +37,7 @@ from streamlstm.arrow import as_tensor
 from streamlstm.errors import StateError
 from streamlstm.runtime.key_groups import key_group_of_hashes, stable_hash
 from streamlstm.runtime.keys import KeyIndex, Lookup
-from streamlstm.runtime.slabs import CarrySlabs, contiguous_start, index_tensor, whole_rotation
+from streamlstm.runtime.slabs import CarrySlabs, contiguous_start, index_tensor, turned_range, whole_rotation
 
 __all__ = ["Placement", "Stamp", "StreamStore"]
 
@@ -104,6 +104,17 @@ class Placement:
         if "_rotation" not in self.__dict__:
             self.__dict__["_rotation"] = whole_rotation(self.key_slots) if self.start is None else None
         return self.__dict__["_rotation"]
+
+    def turn_of(self, before: Placement, shift: int) -> None:
+        """Know :attr:`start` and :attr:`rotation` without a pass over the slots when they are ``before``'s
+        turned by ``shift`` (``key_slots[i] = before.key_slots[(i + shift) % n]``: a recording's next
+        batch, see :meth:`BatchPlan.continued <streamlstm.runtime.prepared.BatchPlan.continued>`) and
+        ``before``'s are one range of slots, rotated or not."""
+        start = before.start
+        first, offset = (start, 0) if start is not None else before.rotation or (None, 0)
+        if first is not None:
+            self.__dict__["_start"], self.__dict__["_rotation"] = turned_range(first, offset + shift,
+                                                                               len(self.key_slots))
 
     @property
     def created(self) -> int:
