@@ -78,8 +78,8 @@ def fused_lstm(x: torch.Tensor, mask: torch.Tensor | None, h0: torch.Tensor, c0:
 
 
 def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tensor, kernel: torch.Tensor,
-                   recurrent_kernel: torch.Tensor,
-                   bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   recurrent_kernel: torch.Tensor, bias: torch.Tensor | None, table: CutTable | None = None,
+                   last_rows: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``batch`` sequences stored time-major and cut after any row, from ``(h0, c0)`` [batch, units].
 
     ``x`` [n, features]: row ``t * batch + b`` is step ``t`` of sequence ``b``, so with ``steps =
@@ -87,10 +87,16 @@ def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tens
     and the others ``steps - 1``. The missing rows of the last step are inert padding (module
     docstring): ``c`` passes them unchanged; ``h`` of the shorter sequences is their output at step
     ``steps - 2`` (their initial ``h`` when ``steps`` is 1). Costs the padding rows' compute, ``batch -
-    r`` of them, and one copy of the inputs (with the indicator column).
+    r`` of them, and one copy of the inputs (with the indicator column), into ``table``'s buffer when
+    one is given (see :class:`CutTable`).
 
     Returns ``(outputs [n, units], h_n, c_n)``; ``outputs`` is a view of the kernel's output buffer
-    (``steps * batch`` rows, time-major), in the rows' order.
+    (``steps * batch`` rows, time-major), in the rows' order. ``h_n`` and ``c_n`` are in sequence order,
+    or with ``last_rows`` in the order of the last ``batch`` rows: row ``i`` of them is sequence ``(n +
+    i) % batch``'s, the one whose last row is row ``n - batch + i`` (every sequence has exactly one of
+    the last ``batch`` rows): the order a recording's next batch, which starts at row ``n``, reads them
+    in. When the cut is inside a step, ``h_n`` is then those rows of ``outputs`` (a view: the short
+    sequences' rows are not copied into the kernel's ``h_n``) and ``c_n`` the kernel's rotated (one copy).
     """
     n, features = x.shape
     steps = -(-n // batch)
@@ -99,10 +105,13 @@ def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tens
         out, h_n, c_n = native_sequence(x.view(steps, batch, features).transpose(0, 1), h0, c0, kernel,
                                         recurrent_kernel, bias)
         return out.transpose(0, 1).reshape(n, -1), h_n, c_n
-    table = _padded_table(x, steps * batch)
-    out, h_n, c_n = native_sequence(table.view(steps, batch, features + 1).transpose(0, 1), h0, c0,
+    padded = (table or CutTable()).fill(x, steps * batch)
+    out, h_n, c_n = native_sequence(padded.view(steps, batch, features + 1).transpose(0, 1), h0, c0,
                                     _with_padding_feature(kernel), recurrent_kernel, bias)
     flat = out.transpose(0, 1).reshape(steps * batch, -1)   # a view: the kernel writes time-major
+    if last_rows and n >= batch:   # sequence (n + i) % batch = (batch - short + i) % batch ends at row n - batch + i
+        turn = batch - short
+        return flat[:n], flat[n - batch:n], torch.cat([c_n[turn:], c_n[:turn]])
     last_real = flat[n - batch:(steps - 1) * batch] if steps > 1 else h0[batch - short:]
     if h_n.requires_grad:   # a backward may have kept it: a new tensor then
         return flat[:n], torch.cat([h_n[:batch - short], last_real]), c_n
@@ -110,20 +119,55 @@ def fused_lstm_cut(x: torch.Tensor, batch: int, h0: torch.Tensor, c0: torch.Tens
     return flat[:n], h_n, c_n
 
 
-def _padded_table(x: torch.Tensor, rows: int) -> torch.Tensor:
-    """``x`` [n, features] with a 0 indicator column, then padding rows ``[0 ... 0, 1]`` up to ``rows``:
-    each row written once, or out of place when autograd records (``x`` may require grad, and ``out=``
-    writes are not differentiable)."""
-    n, features = x.shape
-    if torch.is_grad_enabled() and x.requires_grad:
-        padding = x.new_zeros(rows - n, features + 1)
-        padding[:, features] = 1
-        return torch.cat([torch.nn.functional.pad(x, (0, 1)), padding])
-    table = x.new_empty(rows, features + 1)
-    torch.cat([x, x.new_zeros(1, 1).expand(n, 1)], 1, out=table[:n])
-    table[n:] = 0
-    table[n:, features] = 1
-    return table
+class CutTable:
+    """The padded input table of :func:`fused_lstm_cut` ``[rows, features + 1]``: ``x`` with a 0
+    indicator column, then padding rows ``[0 ... 0, 1]``.
+
+    An owner that calls the cut again and again (a runtime's stage, under its lock) keeps one: while
+    autograd is off, the kernel keeps no reference to its inputs and returns new tensors, so the
+    buffer is reused whenever the shape, dtype, device and inference mode repeat; then only ``x`` is
+    copied in (the indicator column and padding rows are rewritten only when ``n`` changes), which
+    saves the allocation and the first-touch page faults of a fresh 2 MB table every batch. With
+    autograd on (a backward may keep the table) every call gets a new table, built out of place when
+    ``x`` requires grad (``out=`` writes are not differentiable). Not thread-safe: one owner, one
+    caller at a time.
+    """
+
+    def __init__(self) -> None:
+        self._buffer: torch.Tensor | None = None
+        self._real = -1   # rows of ``_buffer`` whose indicator is 0 (the rest are padding rows); -1: unknown
+
+    def fill(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        """The table for ``x`` [n, features] padded to ``rows`` rows (``rows >= n``)."""
+        n, features = x.shape
+        if torch.is_grad_enabled():
+            if x.requires_grad:   # out of place, so that gradients reach ``x``
+                padding = x.new_zeros(rows - n, features + 1)
+                padding[:, features] = 1
+                return torch.cat([torch.nn.functional.pad(x, (0, 1)), padding])
+            return self._written(x.new_empty(rows, features + 1), x, -1)
+        buffer = self._buffer
+        if buffer is None or buffer.shape != (rows, features + 1) or buffer.dtype != x.dtype \
+                or buffer.device != x.device or buffer.is_inference() != torch.is_inference_mode_enabled():
+            self._buffer, self._real = None, -1
+            buffer = x.new_empty(rows, features + 1)
+        self._real, real = -1, self._real   # unknown until written (a failed copy leaves it unknown)
+        self._written(buffer, x, real)
+        self._buffer, self._real = buffer, n
+        return buffer
+
+    @staticmethod
+    def _written(table: torch.Tensor, x: torch.Tensor, real: int) -> torch.Tensor:
+        """``table`` with ``x`` in its first rows; the indicator column and padding rows too unless
+        they are already right (``real`` = n): each row written once."""
+        n, features = x.shape
+        if real == n:
+            table[:n, :features].copy_(x)
+            return table
+        torch.cat([x, x.new_zeros(1, 1).expand(n, 1)], 1, out=table[:n])
+        table[n:] = 0
+        table[n:, features] = 1
+        return table
 
 
 def _with_padding_feature(kernel: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ class StageResult:
     final: list[torch.Tensor]                # flat states [segments, size]
     has_output: torch.Tensor | None          # [segments] bool; None: all True (no mask in the batch)
     row_states: list[torch.Tensor] | None = None   # flat states after each row, processing order
+    order: np.ndarray | None = None          # final i is segment order[i]'s (None: segment i's)
 
 
 def _pad_index(plan: RowPlan, device: torch.device) -> torch.Tensor | None:
@@ -100,7 +101,7 @@ def _put(target: torch.Tensor, index: torch.Tensor | slice, values: torch.Tensor
 
 
 def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayout,
-                     states: list[torch.Tensor]) -> StageResult:
+                     states: list[torch.Tensor], any_order: bool = False) -> StageResult:
     """Chunk mode without padding (see :class:`~streamlstm.runtime.segments.RaggedLayout`): ``x`` [n, F]
     in input order, no mask; outputs in input order, final states per segment.
 
@@ -118,12 +119,18 @@ def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayou
     (:func:`~streamlstm.layers.fused.fused_lstm_cut`): the missing rows of the last step are inert
     padding, ``S - r`` rows of compute, and the outputs are the kernel's own buffer. That saves the
     tail's cell step (about 1.5x the kernel's cost per row on the CPU), the copy of the outputs into
-    place and the finals' copy (measured about as fast on one thread, faster on two)."""
+    place and the finals' copy (measured about as fast on one thread, faster on two). With ``any_order``
+    its final states may come in the order of the batch's last rows (``order``; see
+    ``fused_lstm_cut(last_rows=True)``), the order a recording's next batch reads them in: that saves
+    the copy of the short segments' ``h`` and the next batch's copy of ``h`` into its order."""
     segments, steps = states[0].shape[0], layout.steps
     if layout.time_major and stage.fused:
         cell = stage.cells[0]
-        out, h, c = fused_lstm_cut(x, segments, states[0], states[1], cell.kernel, cell.recurrent_kernel, cell.bias)
-        return StageResult(out, [h, c], None)
+        out, h, c = fused_lstm_cut(x, segments, states[0], states[1], cell.kernel, cell.recurrent_kernel, cell.bias,
+                                   stage.cut_table, any_order)
+        n = x.shape[0]
+        turn = n % segments if any_order and n >= segments else 0   # final i is segment (n + i) % segments's
+        return StageResult(out, [h, c], None, order=(np.arange(segments) + turn) % segments if turn else None)
     head = None if layout.prefix_rows is None else torch.as_tensor(layout.prefix_rows, device=x.device)
     prefix = x[:steps * segments] if head is None else x.index_select(0, head)
     x_pad = prefix.view(steps, segments, x.shape[1]).transpose(0, 1)   # time-major: the kernel's own layout

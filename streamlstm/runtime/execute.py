@@ -129,23 +129,27 @@ def _per_key(finals: list[torch.Tensor], has: torch.Tensor | None,
 
 def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: RowPlan, key_slots: np.ndarray,
                h: torch.Tensor, mask: torch.Tensor | None, step: bool, record: bool, memo: dict,
-               keep_order: bool = False):
+               keep_order: bool = False, rotation: tuple[int, int] | None = None):
     """One recurrent stage in input row order: (outputs, finals, has, row states, key order): finals
-    and has per key, or with ``keep_order`` possibly in the order ``key order`` (see _arrangement)."""
+    and has per key, or with ``keep_order`` possibly in the order ``key order`` (see _arrangement).
+    ``rotation``: as for :func:`execute`."""
     device = h.device
     arrangement = memo.get((stage.go_backwards, step))
     if arrangement is None:
         arrangement = memo[(stage.go_backwards, step)] = _arrangement(rows, key_slots, step, device, keep_order)
     seg_slots, carry, perm, back, final_of_key, layout, start, key_order = arrangement
-    states, has = store.gather(number, seg_slots, carry, mask is not None, start)
+    # Segment k reads key k's slot when seg_slots are the keys' slots (not a copy): the rotation holds for them.
+    states, has = store.gather(number, seg_slots, carry, mask is not None, start,
+                               rotation if seg_slots is key_slots else None)
     if mask is None and not record and perm is None and final_of_key is None and layout is not None \
             and len(layout.rounds) == 1:   # every stream one row, in key order: one step, nothing to reorder
         finals = cells_step(stage, h, states, None)
         return finals[-2], finals, None, None, None
     ragged = None if step or mask is not None or rows.uniform else ragged_layout(rows)
     if ragged is not None:   # nearly equal lengths: no padding, see RaggedLayout
-        result = run_stage_ragged(stage, h, ragged, states)
-        return (result.outputs, *_per_key(result.final, None, final_of_key), None, None)
+        # One segment per key (segment k is key k's): a single-stage model may keep the finals' own order.
+        result = run_stage_ragged(stage, h, ragged, states, keep_order and final_of_key is None)
+        return (result.outputs, *_per_key(result.final, None, final_of_key), None, result.order)
     h_p = h if perm is None else h.index_select(0, perm)
     m_p = mask if perm is None or mask is None else mask.index_select(0, perm)
     if step:
@@ -165,11 +169,13 @@ def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: Row
 
 def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan], key_slots: np.ndarray,
             x: torch.Tensor, mask: torch.Tensor | None, step: bool, record: bool = False,
-            memo: dict | None = None) -> Outcome:
+            memo: dict | None = None, rotation: tuple[int, int] | None = None) -> Outcome:
     """Run the batch; ``row_plans[go_backwards]`` lays out the rows for the layers of that direction,
     ``key_slots`` [keys] holds each key's slot or -1 for a new key, ``step`` picks step mode (else
     chunk mode); ``record`` keeps every row's states (step mode). ``memo`` keeps what is derived from
-    the row plans and slots for the next batch with the same ones."""
+    the row plans and slots for the next batch with the same ones. ``rotation``:
+    :func:`~streamlstm.runtime.slabs.whole_rotation` of ``key_slots`` when the caller knows it (a
+    recording's batch that starts mid-round reads its carries without looking at the slots)."""
     memo = {} if memo is None else memo
     h = x
     finals, has_out, row_states = [], [], []
@@ -183,7 +189,8 @@ def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan],
             continue
         rows = row_plans[stage.go_backwards]
         h, stage_finals, stage_has, states, key_order = _run_stage(stage, len(finals), store, rows, key_slots, h,
-                                                                   mask, step or record, record, memo, single)
+                                                                   mask, step or record, record, memo, single,
+                                                                   rotation)
         finals.append(stage_finals)
         has_out.append(stage_has)
         if record:

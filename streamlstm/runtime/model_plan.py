@@ -35,6 +35,7 @@ import torch
 
 from streamlstm.errors import ArgumentTypeError, ConfigError
 from streamlstm.keras_import.modules import KerasMasking, KerasModel, not_streamable
+from streamlstm.layers.fused import CutTable
 from streamlstm.layers.lstm import LSTM
 from streamlstm.layers.lstm_cell import LSTMCell
 from streamlstm.layers.rnn import RNN
@@ -52,6 +53,8 @@ class RecurrentStage:
     cells: list[LSTMCell]
     go_backwards: bool
     zero_output_for_mask: bool
+    # The fused cut kernel's padded input table, reused from batch to batch (feeds hold the runtime's lock).
+    cut_table: CutTable = field(default_factory=CutTable, repr=False, compare=False)
 
     @property
     def state_sizes(self) -> list[int]:

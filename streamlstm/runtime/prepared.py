@@ -50,7 +50,8 @@ class BatchPlan:
             return self
         old, per_row = self.placement, self.committed[self.rows.key_of_row]
         lookup = Lookup(per_row, per_row, np.empty(0, np.int64), old.lookup.distinct)
-        placement = Placement(old.keys, old.kind, lookup, old.key_rows, self.committed, old.released)
+        placement = Placement(old.keys, old.kind, lookup, old.key_rows, self.committed, old.released,
+                              flagged=old.flagged)   # the same streams: has_output as the commit left it
         return BatchPlan(placement, self.row_plans, self.generation)
 
     def continued(self, keys: pa.Array) -> BatchPlan | None:
@@ -82,6 +83,8 @@ class BatchPlan:
         lookup = Lookup(key_slots, key_slots, np.empty(0, np.int64), False).repeated(count)
         placement = Placement(keys, "int", lookup, rows.key_rows, key_slots, rows.key_released,
                               flagged=self.placement.flagged)   # the same streams: has_output as it was
+        if self.committed is None:   # this placement's slots, turned: their range is known from its own
+            placement.turn_of(self.placement, shift)
         return BatchPlan(placement, row_plans)
 
 

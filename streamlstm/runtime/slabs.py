@@ -18,7 +18,9 @@ new states are then not copied into the slabs: the slabs keep the batch's own te
 that range (``[start, start + count)`` of a stage), the next batch reads them as they are and replaces
 them by its own. A recording replayed in batches that start mid-round writes the same range rotated
 (:func:`rotated_split`); its states are adopted with their rotation (row ``i`` holds slot ``start + (i +
-offset) % count``), and the next batch reads its own rotation of them (two slices). Anything else
+offset) % count``), and the next batch reads its own rotation of them (two slices; none when the
+batch's finals came in the next batch's order: the fused cut kernel's ``h`` is then the last rows of
+the batch's outputs, a view that keeps their buffer alive until the next batch). Anything else
 that touches the stage's slabs first copies them in (:meth:`CarrySlabs.settle`). Nobody writes the
 adopted tensors in place (compute never writes its inputs, and the runtime's output columns that may
 share their memory are read-only Arrow arrays), so holding them is as good as holding a copy: a feed
@@ -33,7 +35,8 @@ import torch
 
 from streamlstm.arrow import as_tensor
 
-__all__ = ["CarrySlabs", "contiguous_start", "index_tensor", "range_order", "rotated_split", "whole_rotation"]
+__all__ = ["CarrySlabs", "contiguous_start", "index_tensor", "range_order", "rotated_split", "turned_range",
+           "whole_rotation"]
 
 ROTATED_ROWS = 4096   # from this many slots, gathers and writes look for two runs (rotated_split)
 # From this many slots a commit's states for one range of slots in another order are put in slot order
@@ -83,6 +86,15 @@ def whole_rotation(slots: np.ndarray) -> tuple[int, int] | None:
         return None
     n, start = len(slots), int(slots[split])
     return (start, n - split) if start + n - split == int(slots[0]) else None
+
+
+def turned_range(first: int, offset: int, count: int) -> tuple[int | None, tuple[int, int] | None]:
+    """``(contiguous_start, whole_rotation)`` of the slots ``first + (i + offset) % count`` (``first >=
+    0``, ``count >= 1``), worked out without them."""
+    offset %= count
+    if not offset:
+        return first, None
+    return None, (first, offset) if count >= ROTATED_ROWS else None
 
 
 def _halves(slots: np.ndarray, split: int) -> tuple[tuple[slice, int], tuple[slice, int]]:
@@ -192,16 +204,19 @@ class CarrySlabs:
 
     # -- reading ----------------------------------------------------------------------------------
     def gather(self, stage: int, slots: np.ndarray, carry: np.ndarray | None, need_has: bool,
-               start: int | None = -1) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+               start: int | None = -1,
+               rotation: tuple[int, int] | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Initial carries of ``stage`` for rows that read ``slots``: the stored ones where ``carry``
         (None = all), zeros elsewhere. Results may be views of the slabs (compute never writes its
-        inputs in place); ``has`` is returned only when ``need_has``. ``start``: as for :meth:`write`."""
+        inputs in place); ``has`` is returned only when ``need_has``. ``start``: as for :meth:`write`;
+        ``rotation``: :func:`whole_rotation` of ``slots`` when the caller knows it (None: not known, or
+        not one), so that rows adopted with a rotation are read without looking at the slots."""
         if start == -1:
             start = contiguous_start(slots) if carry is None else None
         adopted = self._adopted[stage]
         if adopted is not None:
             if carry is None:
-                found = self._from_adopted(stage, adopted, slots, start, need_has)
+                found = self._from_adopted(stage, adopted, slots, start, need_has, rotation)
                 if found is not None:
                     return found
             self.settle(stage)
@@ -228,11 +243,20 @@ class CarrySlabs:
         return states, has
 
     def _from_adopted(self, stage: int, adopted: tuple[int, int, list[torch.Tensor], int], slots: np.ndarray,
-                      start: int | None, need_has: bool) -> tuple[list[torch.Tensor], torch.Tensor | None] | None:
+                      start: int | None, need_has: bool,
+                      rotation: tuple[int, int] | None) -> tuple[list[torch.Tensor], torch.Tensor | None] | None:
         """The carries of ``slots`` read from the adopted rows when they hold every one (None: not)."""
         first, count, states, offset = adopted
         if not offset and start == first and len(slots) == count:   # the fleet again: the adopted tensors
             return list(states), self.views(stage, first, count)[1] if need_has else None
+        if rotation is not None and rotation[0] == first and len(slots) == count:   # the range, rotated again
+            # slots[i] = first + (i + rotation[1]) % count is row (i + turn) % count of ``states``.
+            turn = (rotation[1] - offset) % count
+            if turn:
+                states = [torch.cat([state.narrow(0, turn, count - turn), state.narrow(0, 0, turn)])
+                          for state in states]
+            has = self.has_output[stage].index_select(0, index_tensor(slots, self.device)) if need_has else None
+            return list(states), has
         if not len(slots) or int(slots.min()) < first or int(slots.max()) >= first + count:
             return None
         rows = slots - first if not offset else (slots - (first + offset)) % count   # rows of ``states``

@@ -37,7 +37,7 @@ from streamlstm.arrow import as_tensor
 from streamlstm.errors import StateError
 from streamlstm.runtime.key_groups import key_group_of_hashes, stable_hash
 from streamlstm.runtime.keys import KeyIndex, Lookup
-from streamlstm.runtime.slabs import CarrySlabs, contiguous_start, index_tensor, whole_rotation
+from streamlstm.runtime.slabs import CarrySlabs, contiguous_start, index_tensor, turned_range, whole_rotation
 
 __all__ = ["Placement", "Stamp", "StreamStore"]
 
@@ -104,6 +104,17 @@ class Placement:
         if "_rotation" not in self.__dict__:
             self.__dict__["_rotation"] = whole_rotation(self.key_slots) if self.start is None else None
         return self.__dict__["_rotation"]
+
+    def turn_of(self, before: Placement, shift: int) -> None:
+        """Know :attr:`start` and :attr:`rotation` without a pass over the slots when they are ``before``'s
+        turned by ``shift`` (``key_slots[i] = before.key_slots[(i + shift) % n]``: a recording's next
+        batch, see :meth:`BatchPlan.continued <streamlstm.runtime.prepared.BatchPlan.continued>`) and
+        ``before``'s are one range of slots, rotated or not."""
+        start = before.start
+        first, offset = (start, 0) if start is not None else before.rotation or (None, 0)
+        if first is not None:
+            self.__dict__["_start"], self.__dict__["_rotation"] = turned_range(first, offset + shift,
+                                                                               len(self.key_slots))
 
     @property
     def created(self) -> int:
@@ -198,10 +209,11 @@ class StreamStore:
         return self._index.slot_keys[slots]
 
     def gather(self, stage: int, slots: np.ndarray, carry: np.ndarray | None, need_has: bool,
-               start: int | None = -1) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+               start: int | None = -1,
+               rotation: tuple[int, int] | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Carries of ``stage`` read at ``slots`` (zeros where ``carry`` is False); see
         :meth:`CarrySlabs.gather`."""
-        return self.slabs.gather(stage, slots, carry, need_has, start)
+        return self.slabs.gather(stage, slots, carry, need_has, start, rotation)
 
     def read(self, slots: np.ndarray) -> list[tuple[list[np.ndarray], np.ndarray]]:
         """Copies of the carries of ``slots``: per stage, the flat states and ``has_output``."""
@@ -297,10 +309,13 @@ class StreamStore:
             written, at = (slots, placement.start) if order is None else (slots[order], None)
             if order is not None:   # finals in slot order (see execute._slot_order) make a range
                 at = contiguous_start(written)
+            # Finals in the order a recording's next batch reads them (compute.run_stage_ragged) make a
+            # rotated range, found by write_states (False: not known).
+            rotation = placement.rotation if order is None else False
             flagged = True
             for stage, (states, has) in enumerate(zip(finals, has_output)):
                 if has is None and placement.flagged:   # has_output is True already (see Placement)
-                    self.slabs.write_states(stage, written, states, at, placement.rotation if order is None else None)
+                    self.slabs.write_states(stage, written, states, at, rotation)
                 else:
                     self.slabs.write(stage, written, states, has, at, adopt=True)
                     flagged = flagged and has is None
@@ -342,6 +357,9 @@ class StreamStore:
         if gone.any():
             self.release(key_slots[gone])
         self._stamp(kept_slots, stamp, None if chosen is None else keep, None)
+        # Every key kept with has_output True: the next batch of the same streams (a recording's, a
+        # fleet's with new keys in this one) writes its states only, as a settled batch does.
+        placement.flagged = chosen is None and all(has is None for has in has_output)
         return slots
 
     def _stamp(self, slots: np.ndarray, stamp: Stamp, keep: np.ndarray | None, start: int | None) -> None:

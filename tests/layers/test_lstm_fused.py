@@ -200,6 +200,27 @@ def test_a_time_major_block_cut_anywhere_matches_its_sequences_run_apart(rows, b
         assert_all_close([out[mine], h[b], c[b]], [expected[0], h_b[0], c_b[0]])
 
 
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize(("rows", "batch"), [(23, 5), (21, 5), (25, 5), (5, 5), (24, 5), (7, 1), (1000, 7)])
+def test_a_cut_blocks_finals_in_the_last_rows_order_are_its_finals_rotated(rows, batch, grad) -> None:
+    """last_rows=True: row i of h_n and c_n is sequence (rows + i) % batch's, bit for bit the sequence-order
+    finals; h_n is the outputs' last batch rows themselves (a view), the outputs are unchanged."""
+    torch.manual_seed(rows)
+    cell = make_lstm(4, 3).cell
+    x, h0, c0 = torch.randn(rows, 3, requires_grad=grad), torch.randn(batch, 4), torch.randn(batch, 4)
+    with torch.set_grad_enabled(grad):
+        out, h, c = fused_lstm_cut(x, batch, h0, c0, cell.kernel, cell.recurrent_kernel, cell.bias)
+        out_r, h_r, c_r = fused_lstm_cut(x, batch, h0, c0, cell.kernel, cell.recurrent_kernel, cell.bias, None, True)
+    order = (rows + torch.arange(batch)) % batch
+    assert torch.equal(out_r, out) and torch.equal(h_r, h[order]) and torch.equal(c_r, c[order])
+    assert torch.equal(h_r, out_r[rows - batch:])
+    if rows % batch:   # cut inside a step: the view, instead of the short sequences' rows copied into h
+        assert h_r.data_ptr() == out_r[rows - batch:].data_ptr()
+    if grad:
+        (out_r.sum() + h_r.square().sum() + c_r.sum()).backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_padding_steps_of_a_cut_block_keep_c_bit_for_bit() -> None:
     """The shorter sequences' c after the padded last step is exactly the c the kernel reached one step
     earlier (the inert feature saturates the gates to exactly 0 and 1)."""

@@ -64,6 +64,28 @@ def test_adopted_rotation_reads_like_the_written_rows(start, offset_seed, seed):
     assert all(np.array_equal(g, r.numpy()) for g, r in zip(got, reference))
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 600), st.integers(0, 2**31))
+def test_adopted_rotation_read_with_the_callers_rotation(start, seed):
+    """gather told the slots' whole_rotation (what a recording's batch knows) reads the adopted rows
+    without looking at the slots: the same rows as without it, for every rotation (the adopted one too)."""
+    rng = np.random.default_rng(seed)
+    count = ROTATED_ROWS + 250
+    offset = int(rng.integers(1, count))
+    slabs = CarrySlabs([list(SIZES)], torch.float32, torch.device("cpu"), SIZE)
+    slabs.write(0, np.arange(SIZE), [torch.zeros(SIZE, n) for n in SIZES], None)
+    new = [torch.from_numpy(rng.normal(size=(count, n)).astype(np.float32)) for n in SIZES]
+    slots = rotated(start, count, offset)
+    slabs.write_states(0, slots, new, None)
+    by_slot = [torch.zeros(SIZE, n).index_copy_(0, torch.from_numpy(slots), value) for n, value in zip(SIZES, new)]
+    for turn in [offset, 1, count - 1, *rng.integers(1, count, 3)]:
+        index = rotated(start, count, int(turn))
+        states, has = slabs.gather(0, index, None, True, None, (start, int(turn)))
+        assert all(torch.equal(s, r[torch.from_numpy(index)]) for s, r in zip(states, by_slot))
+        assert bool(has.all())
+    assert slabs.gather(0, slots, None, False, None, (start, offset))[0][0] is new[0]   # its own rotation: as adopted
+
+
 def test_a_rotated_range_with_a_gap_is_not_adopted_and_is_copied():
     slots = np.concatenate([np.arange(3000, ROTATED_ROWS + 500), np.arange(0, 2999)])   # slot 2999 missing
     assert whole_rotation(slots) is None
@@ -129,3 +151,24 @@ def test_a_failed_feed_after_rotated_batches_leaves_every_stream_as_it_was(monke
         np.testing.assert_array_equal(outputs(failed.feed(batch)), outputs(clean.feed(batch)))
     assert failed.export_streams().drop_columns(["idle_seconds"]).equals(
         clean.export_streams().drop_columns(["idle_seconds"]))
+
+
+def test_a_recording_cut_inside_a_step_hands_its_h_to_the_next_batch_as_its_last_output_rows(monkeypatch):
+    """The fused cut kernel's finals come in the next batch's order: its h carries are the last rows of
+    the batch's outputs themselves (no copy), which is also what they must equal (h is the output)."""
+    monkeypatch.setattr(segments, "PERIODIC_ROWS", 1)
+    monkeypatch.setattr(slabs, "ROTATED_ROWS", 2)
+    period, size, units = 30, 100, 4   # each batch ends inside a step, and starts mid-round from the second on
+    keys = np.tile(np.arange(period), 20)
+    x = np.random.default_rng(5).normal(size=(len(keys), F)).astype(np.float32)
+    runtime = sl.StreamRuntime(lstm(units), key="id", features="x")
+    for start in range(0, 500, size):
+        result = runtime.feed(make_batch(keys[start:start + size], x[start:start + size]))
+        values = result.column("output").flatten()
+        nxt = (start + size) % period   # the next batch starts at this key (slot: keys got slots 0, 1, ...)
+        slots = (np.arange(period) + nxt) % period
+        (h, _), _ = runtime.shared_store(F).gather(0, slots, None, False, None, (0, nxt) if nxt else None)
+        last = values.to_numpy()[(size - period) * units:].reshape(period, units)
+        np.testing.assert_array_equal(h.numpy(), last)
+        if start >= 2 * size:   # the first two batches' commits put the carries in place; then adopted
+            assert h.data_ptr() == values.buffers()[1].address + (size - period) * units * 4
