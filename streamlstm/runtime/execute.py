@@ -15,8 +15,8 @@ import torch
 from streamlstm.runtime.compute import cells_step, run_stage_chunk, run_stage_ragged, run_stage_step
 from streamlstm.runtime.model_plan import MaskingStage, ModelPlan, RecurrentStage
 from streamlstm.runtime.segments import RowPlan, StepLayout, ragged_layout, step_layout
-from streamlstm.runtime.slabs import contiguous_start, index_tensor, range_order
-from streamlstm.runtime.store import StreamStore
+from streamlstm.runtime.slabs import contiguous_start, index_tensor
+from streamlstm.runtime.store import Placement, StreamStore
 
 __all__ = ["Outcome", "execute"]
 
@@ -63,32 +63,33 @@ def _segment_slots(rows: RowPlan, key_slots: np.ndarray, order: np.ndarray | Non
     return seg_slots, carry
 
 
-def _slot_order(rows: RowPlan, key_slots: np.ndarray, device: torch.device):
+def _slot_order(rows: RowPlan, placement: Placement, device: torch.device):
     """:func:`_arrangement` in slot order for a step batch of one row per key whose keys are all held
     and carried, with slots ``first .. first + n - 1`` in another order (a fleet whose rows come in a
-    new order every batch); else None.
+    new order every batch: :attr:`Placement.slot_range <streamlstm.runtime.store.Placement.slot_range>`,
+    found by the key lookup); else None.
 
     Sorted position of key ``k`` (its only segment and row): ``rank[k] = slot[k] - first``. The
     carries are then the slots' range as it is (views, or the adopted tensors of the previous commit),
     the new states come out in slot order for the commit to adopt as they are, and the batch pays one
     gather of the inputs [n, F] and one of the outputs [n, units] instead of gathering the carries
     (2 x [n, units] per cell) and putting the new ones in slot order (as many again)."""
+    key_slots = placement.key_slots
     n = len(key_slots)
-    if n < 2 or rows.proc_rows is not None or rows.num_rows != n or not rows.seg_carry.all():
+    if n < 2 or rows.proc_rows is not None or rows.num_rows != n or not rows.carries:
         return None   # (a batch of distinct keys has the identity plan: segment, key and input row k are one)
-    ordered = range_order(key_slots)   # the slots of distinct held keys are distinct
+    ordered = placement.slot_range
     if ordered is None:
         return None   # new keys, or not one range
-    first, order = ordered
+    first, order, rank = ordered
     if key_slots[0] == first and bool((key_slots[1:] > key_slots[:-1]).all()):
         return None   # in slot order already
-    rank = key_slots - first
     layout = StepLayout(order, [n], order, rank, row_pos=rank)
     return (np.arange(first, first + n), None, index_tensor(order, device), index_tensor(rank, device), rank, layout,
             first, order)
 
 
-def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch.device, by_slot: bool = False):
+def _arrangement(rows: RowPlan, placement: Placement, step: bool, device: torch.device, by_slot: bool = False):
     """Where a stage's segments read their carries and how its rows are ordered: (seg_slots, carry,
     perm, back, final_of_key, step layout, first slot when the slots are consecutive, key order): ``perm``
     takes the inputs into processing order, ``back`` (step mode) the outputs out of it. The key
@@ -98,9 +99,10 @@ def _arrangement(rows: RowPlan, key_slots: np.ndarray, step: bool, device: torch
     (:func:`_slot_order`)."""
     layout = step_layout(rows) if step else None
     if by_slot and layout is not None and len(layout.rounds) == 1:
-        ordered = _slot_order(rows, key_slots, device)
+        ordered = _slot_order(rows, placement, device)
         if ordered is not None:
             return ordered
+    key_slots = placement.key_slots
     seg_slots, carry = _segment_slots(rows, key_slots, None if layout is None else layout.seg_order)
     key_order = None
     if step:
@@ -127,16 +129,16 @@ def _per_key(finals: list[torch.Tensor], has: torch.Tensor | None,
     return [f.index_select(0, final_of_key) for f in finals], None if has is None else has.index_select(0, final_of_key)
 
 
-def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: RowPlan, key_slots: np.ndarray,
+def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: RowPlan, placement: Placement,
                h: torch.Tensor, mask: torch.Tensor | None, step: bool, record: bool, memo: dict,
                keep_order: bool = False, rotation: tuple[int, int] | None = None):
     """One recurrent stage in input row order: (outputs, finals, has, row states, key order): finals
     and has per key, or with ``keep_order`` possibly in the order ``key order`` (see _arrangement).
     ``rotation``: as for :func:`execute`."""
-    device = h.device
+    device, key_slots = h.device, placement.key_slots
     arrangement = memo.get((stage.go_backwards, step))
     if arrangement is None:
-        arrangement = memo[(stage.go_backwards, step)] = _arrangement(rows, key_slots, step, device, keep_order)
+        arrangement = memo[(stage.go_backwards, step)] = _arrangement(rows, placement, step, device, keep_order)
     seg_slots, carry, perm, back, final_of_key, layout, start, key_order = arrangement
     # Segment k reads key k's slot when seg_slots are the keys' slots (not a copy): the rotation holds for them.
     states, has = store.gather(number, seg_slots, carry, mask is not None, start,
@@ -167,13 +169,13 @@ def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: Row
     return _unpermute(result.outputs, perm, back), finals, has_out, row_states, key_order
 
 
-def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan], key_slots: np.ndarray,
+def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan], placement: Placement,
             x: torch.Tensor, mask: torch.Tensor | None, step: bool, record: bool = False,
             memo: dict | None = None, rotation: tuple[int, int] | None = None) -> Outcome:
     """Run the batch; ``row_plans[go_backwards]`` lays out the rows for the layers of that direction,
-    ``key_slots`` [keys] holds each key's slot or -1 for a new key, ``step`` picks step mode (else
-    chunk mode); ``record`` keeps every row's states (step mode). ``memo`` keeps what is derived from
-    the row plans and slots for the next batch with the same ones. ``rotation``:
+    ``placement`` places its keys (``key_slots`` [keys]: each key's slot or -1 for a new key), ``step``
+    picks step mode (else chunk mode); ``record`` keeps every row's states (step mode). ``memo`` keeps
+    what is derived from the row plans and slots for the next batch with the same ones. ``rotation``:
     :func:`~streamlstm.runtime.slabs.whole_rotation` of ``key_slots`` when the caller knows it (a
     recording's batch that starts mid-round reads its carries without looking at the slots)."""
     memo = {} if memo is None else memo
@@ -188,7 +190,7 @@ def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan],
             h = stage(h)
             continue
         rows = row_plans[stage.go_backwards]
-        h, stage_finals, stage_has, states, key_order = _run_stage(stage, len(finals), store, rows, key_slots, h,
+        h, stage_finals, stage_has, states, key_order = _run_stage(stage, len(finals), store, rows, placement, h,
                                                                    mask, step or record, record, memo, single,
                                                                    rotation)
         finals.append(stage_finals)

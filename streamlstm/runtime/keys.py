@@ -27,8 +27,12 @@ import pyarrow.compute as pc
 
 from streamlstm.runtime import segments
 from streamlstm.runtime.key_groups import stable_hash
+from streamlstm.runtime.slabs import range_order
 
 __all__ = ["KeyIndex", "Lookup"]
+
+_NO_ROWS = np.empty(0, np.int64)   # the new rows of a batch whose keys are all held (shared, read-only)
+_NO_ROWS.flags.writeable = False
 
 
 @dataclass
@@ -40,7 +44,10 @@ class Lookup:
     one row per new key, in the order of ``j``; ``distinct`` says whether every row has its own key;
     ``hashes`` holds each row's :func:`~streamlstm.runtime.key_groups.stable_hash` for string keys;
     ``first_row[row]`` the first row of the same key, when every key is held (found on the way to
-    ``distinct``; the row planner groups rows by it), else None.
+    ``distinct``; the row planner groups rows by it), else None. ``slot_range``: when the rows' keys are
+    held, distinct, and their slots are ``first .. first + n - 1`` in some order (a fleet whose rows
+    come in a new order every batch), :func:`~streamlstm.runtime.slabs.range_order`'s ``(first, order,
+    rank)`` of ``slots``; else None.
     """
 
     slots: np.ndarray
@@ -49,6 +56,7 @@ class Lookup:
     distinct: bool
     hashes: np.ndarray | None = None
     first_row: np.ndarray | None = None
+    slot_range: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def repeated(self, rows: int) -> Lookup:
         """This lookup of one round of distinct int keys, for ``rows`` (more) rows that repeat the round:
@@ -62,7 +70,7 @@ class _Repeated(Lookup):
 
     def __init__(self, round_: Lookup, rows: int) -> None:   # not the dataclass __init__: lazy fields
         self._round, self._rows, self._made = round_, rows, {}
-        self.new_rows, self.distinct, self.hashes = round_.new_rows, False, None
+        self.new_rows, self.distinct, self.hashes, self.slot_range = round_.new_rows, False, None, None
 
     def _per_row(self, name: str) -> np.ndarray:
         made = self._made.get(name)
@@ -136,7 +144,7 @@ class KeyIndex:
         table = self._dense
         if table is None or not len(values):
             return None
-        if int(values.min()) >= 0 and int(values.max()) < len(table):
+        if int(values.view(np.uint64).max()) < len(table):   # no key negative (huge as uint64) or beyond
             return table[values]
         inside = (values >= 0) & (values < len(table))   # keys outside the table are not held
         slots = np.full(len(values), -1, np.int64)
@@ -146,6 +154,9 @@ class KeyIndex:
     def _lookup_sorted(self, values: np.ndarray, strings: pa.Array | None,
                        slots: np.ndarray | None = None) -> Lookup | None:
         if slots is not None:
+            low = int(slots.min())   # the table gave slots for every row (values is not empty)
+            if low >= 0:   # every key held
+                return self._held(slots, None, low)
             found = slots >= 0
         elif len(self._sorted):
             slots = np.full(len(values), -1, np.int64)
@@ -159,9 +170,8 @@ class KeyIndex:
             slots = np.full(len(values), -1, np.int64)
             found = np.zeros(len(values), bool)
         hashes = values if strings is not None else None
-        if found.all():   # every key held (steady traffic): group is the slots themselves
-            first_row, distinct = self._first_rows(slots)
-            return Lookup(slots, slots, np.empty(0, np.int64), distinct, hashes, first_row)
+        if found.all():
+            return self._held(slots, hashes)
         group = slots.copy()
         missing = np.flatnonzero(~found)
         uniq, first, inverse = np.unique(values[missing], return_index=True, return_inverse=True)
@@ -177,6 +187,18 @@ class KeyIndex:
         group[missing] = -1 - rank[inverse.reshape(-1)]
         distinct = self._distinct(slots, found, len(new_rows))
         return Lookup(slots, group, new_rows, distinct, hashes)
+
+    def _held(self, slots: np.ndarray, hashes: np.ndarray | None, low: int | None = None) -> Lookup:
+        """The lookup of rows whose keys are all held (steady traffic): group is the slots themselves.
+        Slots that are one range in some order (a fleet in a new order every batch) are recognised by
+        :func:`~streamlstm.runtime.slabs.range_order`, whose check proves the keys distinct at once;
+        other slots get each row's first row (:meth:`_first_rows`). ``low``: ``slots.min()`` when known."""
+        span = range_order(slots, low)
+        if span is not None:   # each row its own first
+            first_row = np.arange(len(slots)) if len(slots) >= 2 else None
+            return Lookup(slots, slots, _NO_ROWS, True, hashes, first_row, span)
+        first_row, distinct = self._first_rows(slots)
+        return Lookup(slots, slots, _NO_ROWS, distinct, hashes, first_row)
 
     def _verify(self, strings: pa.Array, found: np.ndarray, slots: np.ndarray) -> bool:
         rows = np.flatnonzero(found)

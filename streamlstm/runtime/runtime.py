@@ -332,7 +332,10 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         row_plans = {back: plan_rows(lookup.group, lookup.distinct, parsed.reset, parsed.end, back, lookup.first_row)
                      for back in {stage.go_backwards for stage in self._plan.recurrent}}
         rows = next(iter(row_plans.values()))
-        placement = Placement(parsed.keys, kind, lookup, rows.key_rows, lookup.slots[rows.key_rows], rows.key_released)
+        key_slots = lookup.slots if lookup.distinct else lookup.slots[rows.key_rows]   # distinct: key k is row k
+        placement = Placement(parsed.keys, kind, lookup, rows.key_rows, key_slots, rows.key_released)
+        if recent is not None and recent.generation == store.generation:   # the same streams in a new order?
+            placement.flag_as(recent.placement)
         return BatchPlan(placement, row_plans)
 
     def _use_step(self, rows: RowPlan) -> bool:
@@ -353,7 +356,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         _set_grad_enabled(False)   # cheaper than a context manager (or set_grad_enabled's object) at one row
         try:
             placement = plan.placement   # a settled placement's rotation is needed by the commit anyway
-            return execute(self._plan, store, plan.row_plans, placement.key_slots, x, mask,
+            return execute(self._plan, store, plan.row_plans, placement, x, mask,
                            self._use_step(plan.rows), self.return_state, plan.memo,
                            placement.rotation if placement.settled else None)
         finally:
@@ -380,7 +383,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         if plan is self._recent and plan.generation == self._store.generation:
             return   # still valid: the same keys again
         self._recent = None
-        if not _plain(parsed) or plan.rows.key_released.any():
+        if not _plain(parsed) or plan.rows.releases:
             return
         plan.generation = self._store.generation
         plan.committed = None if plan.placement.settled else slots   # a new plan is made only if reused

@@ -29,6 +29,8 @@ RAGGED_ROUNDS = 2   # at most this many rows per stream beyond the shortest stre
 PERIODIC_ROWS = 4096   # from this many rows a batch is checked for the recorded-live pattern (recorded_period)
 _ARANGE = np.arange(1 << 16)
 _ARANGE.flags.writeable = False
+_ONES = np.ones(1 << 16, np.int64)
+_ONES.flags.writeable = False
 _TRUE = np.ones(1 << 16, bool)
 _TRUE.flags.writeable = False
 _FALSE = np.zeros(1 << 16, bool)
@@ -102,6 +104,23 @@ class RowPlan:
         cached = self.__dict__.get("_max_len")
         if cached is None:
             cached = self.__dict__["_max_len"] = int(self.seg_len.max()) if len(self.seg_len) else 0
+        return cached
+
+    @property
+    def releases(self) -> bool:
+        """Some key's stream ends in this batch (``key_released.any()``, found once per plan)."""
+        cached = self.__dict__.get("_releases")
+        if cached is None:
+            cached = self.__dict__["_releases"] = bool(self.key_released.any())
+        return cached
+
+    @property
+    def carries(self) -> bool:
+        """Every segment starts from its key's stored carries, as far as the rows tell (``seg_carry.all()``,
+        found once per plan; new keys start from zeros all the same)."""
+        cached = self.__dict__.get("_carries")
+        if cached is None:
+            cached = self.__dict__["_carries"] = bool(self.seg_carry.all())
         return cached
 
     @property
@@ -425,9 +444,27 @@ def _layout(proc_rows: np.ndarray | None, plan: RowPlan) -> str:
 
 
 def _one_row_per_key(n: int, reset: np.ndarray | None, end: np.ndarray | None) -> RowPlan:
+    if reset is None and end is None and n <= len(_ARANGE):
+        return _distinct_plan(n)
+    return _distinct_rows(n, reset, end)
+
+
+@functools.lru_cache(maxsize=8)
+def _distinct_plan(n: int) -> RowPlan:
+    """The plan of every batch of ``n`` distinct keys without reset or end columns (a live fleet, in
+    any order: its keys are placed by the lookup), made once with its step layout and shared, as
+    :func:`periodic_plan` is; its arrays are read-only views of shared ones."""
+    plan = _distinct_rows(n, None, None)
+    step_layout(plan)   # derived once, for every batch sharing it
+    plan.__dict__.update(_releases=False, _carries=True)   # no end or reset column
+    return plan
+
+
+def _distinct_rows(n: int, reset: np.ndarray | None, end: np.ndarray | None) -> RowPlan:
     rows = _arange(n)
     return RowPlan(
-        num_rows=n, proc_rows=None, seg_first=rows, seg_len=np.ones(n, np.int64), pos_in_seg=None,
+        num_rows=n, proc_rows=None, seg_first=rows, seg_len=_ONES[:n] if n <= len(_ONES) else np.ones(n, np.int64),
+        pos_in_seg=None,
         seg_carry=_flags(n, True) if reset is None else ~reset, seg_key=rows, key_rows=rows,
         key_last_row=rows, key_last_seg=rows,
         key_released=_flags(n, False) if end is None else end.copy(), key_of_row=rows, known_layout="identity",

@@ -65,17 +65,23 @@ def rotated_split(slots: np.ndarray) -> int | None:
     return int(breaks[0]) + 1 if len(breaks) == 1 and slots[breaks[0] + 1] >= 0 else None
 
 
-def range_order(slots: np.ndarray) -> tuple[int, np.ndarray] | None:
-    """``(first, order)`` when the distinct ``slots`` are ``first .. first + n - 1`` in some order:
-    ``slots[order]`` is that range in slot order. None when they are not one range of slots (or hold
-    -1, a new key's)."""
+def range_order(slots: np.ndarray, low: int | None = None) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """``(first, order, rank)`` when ``slots`` are ``first .. first + n - 1``, each once, in some order:
+    ``slots[order]`` is that range in slot order and ``rank = slots - first`` (each slot's place in it).
+    None when they are not one range of slots, repeat a slot, or hold -1 (a new key's). ``low``:
+    ``slots.min()`` when the caller knows it.
+
+    ``n`` slots spanning ``n`` values are distinct exactly when they fill every place of the range, so
+    one scatter of the row numbers (into places marked -1) gives ``order`` and proves it: five passes."""
     n = len(slots)
-    first = int(slots.min()) if n else -1
+    first = (int(slots.min()) if n else -1) if low is None else low
     if first < 0 or int(slots.max()) - first != n - 1:
         return None
+    rank = slots - first
     order = np.empty(n, np.int64)
-    order[slots - first] = np.arange(n)
-    return first, order
+    order.fill(-1)
+    order[rank] = np.arange(n)
+    return (first, order, rank) if order.min() >= 0 else None
 
 
 def whole_rotation(slots: np.ndarray) -> tuple[int, int] | None:
@@ -357,7 +363,7 @@ class CarrySlabs:
         ordered = range_order(slots)
         if ordered is None:
             return None, states, has
-        first, rows = ordered
+        first, rows, _ = ordered
         index = index_tensor(rows, self.device)
         return first, [s.index_select(0, index) for s in states], None if has is None else has.index_select(0, index)
 

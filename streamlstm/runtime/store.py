@@ -37,7 +37,14 @@ from streamlstm.arrow import as_tensor
 from streamlstm.errors import StateError
 from streamlstm.runtime.key_groups import key_group_of_hashes, stable_hash
 from streamlstm.runtime.keys import KeyIndex, Lookup
-from streamlstm.runtime.slabs import CarrySlabs, contiguous_start, index_tensor, turned_range, whole_rotation
+from streamlstm.runtime.slabs import (
+    CarrySlabs,
+    contiguous_start,
+    index_tensor,
+    range_order,
+    turned_range,
+    whole_rotation,
+)
 
 __all__ = ["Placement", "Stamp", "StreamStore"]
 
@@ -105,6 +112,36 @@ class Placement:
             self.__dict__["_rotation"] = whole_rotation(self.key_slots) if self.start is None else None
         return self.__dict__["_rotation"]
 
+    @property
+    def slot_range(self) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """:func:`~streamlstm.runtime.slabs.range_order` of the keys' slots (one range of slots in some
+        order: a fleet whose rows come in a new order every batch), from the lookup when it found it
+        (then its rows are the keys: every key distinct), else found on first use."""
+        if "_slot_range" not in self.__dict__:
+            known = self.lookup.slot_range
+            self.__dict__["_slot_range"] = known if known is not None and len(self.key_slots) == len(known[1]) \
+                else range_order(self.key_slots)
+        return self.__dict__["_slot_range"]
+
+    def flag_as(self, before: Placement) -> None:
+        """Know that has_output is True for every key when ``before`` (a placement committed since the
+        store's ``generation`` last changed) knew it for its keys and both hold the same range of slots,
+        in any order (a fleet whose rows come in a new order every batch): the commit then writes states
+        only."""
+        span = self.slot_range if self.lookup.slot_range is not None else None   # not looked for otherwise
+        if before.flagged and span is not None and len(before.key_slots) == len(span[1]):
+            known = before.slot_range
+            self.flagged = known is not None and known[0] == span[0]
+
+    def in_order(self, order: np.ndarray) -> tuple[np.ndarray, int | None]:
+        """The keys' slots in ``order`` (``key_slots[order]``) and their :func:`contiguous_start`; no pass
+        over the slots when ``order`` is :attr:`slot_range`'s, as computed (execute's slot order)."""
+        span = self.__dict__.get("_slot_range")
+        if span is not None and order is span[1]:
+            return np.arange(span[0], span[0] + len(order)), span[0]
+        written = self.key_slots[order]
+        return written, contiguous_start(written)
+
     def turn_of(self, before: Placement, shift: int) -> None:
         """Know :attr:`start` and :attr:`rotation` without a pass over the slots when they are ``before``'s
         turned by ``shift`` (``key_slots[i] = before.key_slots[(i + shift) % n]``: a recording's next
@@ -142,8 +179,9 @@ class StreamStore:
         self._arrays = {name: np.zeros(self.initial_capacity, dtype) for name, dtype in zip(_BOOKKEEPING, dtypes)}
         # The stamp of the last steady-state commit, written into the arrays when anyone reads them: a
         # fleet fed the same way every batch then costs one tuple per batch instead of array writes.
-        # (start, count, stamp, offset): key i of the stamp has slot start + (i + offset) % count.
-        self._pending: tuple[int, int, Stamp, int] | None = None
+        # (start, count, stamp, offset, keys): key i of the stamp has slot start + (i + offset) % count,
+        # or, when ``keys`` is set, key keys[j] has slot start + j (a fleet in a new order every batch).
+        self._pending: tuple[int, int, Stamp, int, np.ndarray | None] | None = None
         self._free = np.arange(self.initial_capacity - 1, -1, -1, dtype=np.int64)   # pop from the end
         self._free_count = self.initial_capacity
         self.generation = 0
@@ -152,9 +190,11 @@ class StreamStore:
     # -- bookkeeping (read-only for others) ----------------------------------------------------------
     def _flush(self) -> None:
         if self._pending is not None:
-            start, count, stamp, offset = self._pending
+            start, count, stamp, offset, keys = self._pending
             self._pending = None
-            if offset:   # a rotated range: key i has slot start + (i + offset) % count
+            if keys is not None:
+                self._stamp(np.arange(start, start + count), stamp, keys, start)
+            elif offset:   # a rotated range: key i has slot start + (i + offset) % count
                 self._stamp(start + (np.arange(count) + offset) % count, stamp, None, None)
             else:
                 self._stamp(np.arange(start, start + count), stamp, None, start)
@@ -306,11 +346,10 @@ class StreamStore:
         self.version += 1
         if placement.settled:   # the steady state: the same streams again
             slots = placement.key_slots
-            written, at = (slots, placement.start) if order is None else (slots[order], None)
-            if order is not None:   # finals in slot order (see execute._slot_order) make a range
-                at = contiguous_start(written)
-            # Finals in the order a recording's next batch reads them (compute.run_stage_ragged) make a
-            # rotated range, found by write_states (False: not known).
+            # Finals in slot order (see execute._slot_order) make a range, finals in the order a
+            # recording's next batch reads them (compute.run_stage_ragged) a rotated range, found by
+            # write_states (False: not known).
+            written, at = (slots, placement.start) if order is None else placement.in_order(order)
             rotation = placement.rotation if order is None else False
             flagged = True
             for stage, (states, has) in enumerate(zip(finals, has_output)):
@@ -320,14 +359,18 @@ class StreamStore:
                     self.slabs.write(stage, written, states, has, at, adopt=True)
                     flagged = flagged and has is None
             placement.flagged = flagged
-            start = placement.start
-            first, offset = (start, 0) if start is not None else placement.rotation or (None, 0)
+            keys = order if order is not None and at is not None else None   # key order[j] has slot at + j
+            if keys is not None:
+                first, offset = at, 0
+            else:
+                start = placement.start
+                first, offset = (start, 0) if start is not None else placement.rotation or (None, 0)
             if first is None or stamp.times is not None:
-                self._stamp(slots, stamp, None, start)
+                self._stamp(written if keys is not None else slots, stamp, keys, first if not offset else None)
             else:   # written when read (see _flush); a newer stamp of the same slots replaces it
                 if self._pending is not None and self._pending[:2] != (first, len(slots)):
                     self._flush()
-                self._pending = (first, len(slots), stamp, offset)
+                self._pending = (first, len(slots), stamp, offset, keys)
             return slots
         if order is not None:   # into key order
             back = np.empty_like(order)
@@ -363,6 +406,8 @@ class StreamStore:
         return slots
 
     def _stamp(self, slots: np.ndarray, stamp: Stamp, keep: np.ndarray | None, start: int | None) -> None:
+        """Record ``stamp`` at ``slots`` (``start``: their contiguous_start when known); ``keep``: the
+        stamp's keys those slots hold, in their order (a bool mask or key numbers; None: all, in order)."""
         if self._pending is not None:   # older than this stamp: written first
             self._flush()
         at = slice(start, start + len(slots)) if start is not None else slots
