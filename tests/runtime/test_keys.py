@@ -98,3 +98,28 @@ def test_first_row_names_each_rows_first_row_of_its_key_when_every_key_is_held(h
     assert found.distinct == (len(set(rows)) == len(rows))
     if len(rows) >= 2:   # a new key: no first rows (the planner finds them itself)
         assert index.lookup(as_keys([*rows, max(held) + 1])).first_row is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(held=st.lists(st.integers(-5, 10**12), min_size=1, max_size=30, unique=True), data=st.data(),
+       kind=st.sampled_from(["int", "str"]), start=st.sampled_from([0, 7]))
+def test_a_batch_of_one_range_of_slots_in_any_order_is_recognised(held, data, kind, start):
+    """``slot_range``: set exactly when every row's key is held, no key repeats and the slots are one
+    range (a fleet in a new order); then ``slots[order]`` is that range and ``rank`` each row's place."""
+    rows = data.draw(st.lists(st.sampled_from(held), min_size=0, max_size=40))
+    def as_keys(values):
+        return pa.array(values if kind == "int" else [f"k{v}" for v in values], pa.int64() if kind == "int" else None)
+
+    index = KeyIndex(kind)
+    known = index.lookup(as_keys(held))
+    index.insert(as_keys(held), known.new_rows, np.arange(start, start + len(held)), known)
+    found = index.lookup(as_keys(rows))
+    slots = sorted(found.slots.tolist())
+    is_range = len(rows) > 0 and slots == list(range(slots[0], slots[0] + len(rows)))
+    assert (found.slot_range is not None) == is_range
+    if is_range:
+        first, order, rank = found.slot_range
+        assert found.distinct and found.slots[order].tolist() == slots
+        assert rank.tolist() == [slot - first for slot in found.slots.tolist()]
+    missing = index.lookup(as_keys([*rows, max(held) + 1]))   # a new key: no range
+    assert missing.slot_range is None and missing.slots[-1] == -1

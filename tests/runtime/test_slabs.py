@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streamlstm.runtime.slabs import ROTATED_ROWS, CarrySlabs, rotated_split
+from streamlstm.runtime.slabs import ROTATED_ROWS, CarrySlabs, range_order, rotated_split
 
 
 def slabs_with(values: list[torch.Tensor], flags: torch.Tensor) -> CarrySlabs:
@@ -68,3 +70,19 @@ def test_rows_that_carry_nothing_start_from_zeros(carry):
         want = torch.where(torch.from_numpy(carry)[:, None], stored[torch.from_numpy(slots)], torch.tensor(0.0))
         assert torch.equal(got, want)
     assert has.tolist() == carry.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(slots=st.lists(st.integers(-1, 40), min_size=0, max_size=30))
+def test_range_order_finds_exactly_one_range_of_distinct_slots(slots):
+    """``range_order``: (first, order, rank) when the slots are first .. first + n - 1, each once; else
+    None (a slot repeated, a gap, a new key's -1), whatever ``slots.min()`` it is told."""
+    values = np.array(slots, np.int64)
+    is_range = len(slots) > 0 and min(slots) >= 0 and sorted(slots) == list(range(min(slots), min(slots) + len(slots)))
+    for found in (range_order(values), range_order(values, min(slots)) if slots else None):
+        assert (found is not None) == is_range
+        if found is not None:
+            first, order, rank = found
+            assert first == min(slots)
+            assert values[order].tolist() == list(range(first, first + len(slots)))
+            assert rank.tolist() == [s - first for s in slots]

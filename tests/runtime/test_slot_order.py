@@ -128,3 +128,30 @@ def test_a_shuffled_fleet_gathers_its_inputs_and_outputs_only(streams: int) -> N
         moves = [name for name in calls.names if name.startswith(("index_", "copy_", "scatter", "gather"))]
         assert moves == ["index_select", "index_select"], moves
     assert_same_states(runtime, ordered, range(streams))
+
+
+def test_a_shuffled_fleet_keeps_its_stamps_and_output_flags() -> None:
+    """A fleet in new orders without reset or end columns (shared row plans, stamps kept pending in
+    key order, output flags known from the previous batch of the same slots): each stream's idle rows
+    and batches are those of its last row; a stream reset between batches has its previous output
+    back from its next real step on (a masked step then repeats that step's output, not zeros)."""
+    rng = np.random.default_rng(7)
+    streams, layer = 40, lstm(4, seed=8)
+    runtime = sl.StreamRuntime(layer, key="id", features="x", mask="m")
+    for _ in range(4):
+        keys = rng.permutation(streams)
+        runtime.feed(make_batch(keys, rng.normal(size=(streams, 3)).astype(np.float32)))
+        held = runtime.export_streams().sort_by("key")
+        row_of = np.argsort(keys)   # row of each key
+        assert held.column("idle_rows").to_pylist() == (streams - row_of).tolist()
+        assert held.column("idle_batches").to_pylist() == [0] * streams
+    victim = int(keys[5])
+    runtime.reset([victim])   # its previous output is zeros until its next real step
+    real = rng.permutation(streams)
+    last = outputs(runtime.feed(make_batch(real, rng.normal(size=(streams, 3)).astype(np.float32))))
+    keys = rng.permutation(streams)
+    masked = outputs(runtime.feed(make_batch(keys, rng.normal(size=(streams, 3)).astype(np.float32),
+                                             mask=keys != victim)))
+    repeated = last[int(np.flatnonzero(real == victim)[0])]
+    assert np.abs(repeated).max() > 0
+    np.testing.assert_array_equal(masked[int(np.flatnonzero(keys == victim)[0])], repeated)
