@@ -33,20 +33,31 @@ def interleaved(contenders: dict[str, Callable[[], object]], rounds: int,
     """Median (wall, CPU) seconds per call of each contender, measured round-robin.
 
     CPU time is the process's (all threads): on a shared machine other processes inflate wall time
-    unevenly, while CPU time counts only this process's work.
+    unevenly, while CPU time counts only this process's work. The order of the contenders rotates
+    from round to round (:func:`_turns`).
     """
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for fn in contenders.values():
         for _ in range(max(2, inner // 4)):
             fn()
-    for _ in range(rounds):
-        for name, fn in contenders.items():
+    for turn in range(rounds):
+        for name, fn in _turns(contenders, turn):
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(inner):
                 fn()
             samples[name].append(((time.perf_counter() - wall) / inner, (time.process_time() - cpu) / inner))
     return {name: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
             for name, values in samples.items()}
+
+
+def _turns(contenders: dict[str, Callable[[], object]], turn: int) -> list[tuple[str, Callable[[], object]]]:
+    """The contenders in round ``turn``'s order: rotated by ``turn``, so that each follows every other
+    equally often. A fixed order is biased: a contender that frees a lot of memory (a whole-sequence
+    baseline frees ~130 MB) makes whoever runs next pay for the page faults, 3-6 ms per 25 ms batch
+    measured in section 8 of bench_runtime.py."""
+    items = list(contenders.items())
+    shift = turn % len(items)
+    return items[shift:] + items[:shift]
 
 
 def per_call(contenders: dict[str, Callable[[], object]], calls: int, *, block: int = 100,
@@ -61,8 +72,8 @@ def per_call(contenders: dict[str, Callable[[], object]], calls: int, *, block: 
         for _ in range(warmup):
             fn()
     clock = time.perf_counter
-    for _ in range(-(-calls // block)):
-        for name, fn in contenders.items():
+    for turn in range(-(-calls // block)):
+        for name, fn in _turns(contenders, turn):
             times = samples[name]
             for _ in range(block):
                 start = clock()
