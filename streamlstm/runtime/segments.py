@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -99,29 +101,28 @@ class RowPlan:
     def num_segments(self) -> int:
         return len(self.seg_len)
 
+    def _once(self, name: str, make: Callable[[], Any]) -> Any:
+        """``make()``, computed on first use and kept in the instance (``functools.cached_property``
+        takes a lock per read on Python 3.11, which shows at one row per stream)."""
+        cached = self.__dict__.get(name)
+        if cached is None:
+            cached = self.__dict__[name] = make()
+        return cached
+
     @property
     def max_len(self) -> int:
-        cached = self.__dict__.get("_max_len")
-        if cached is None:
-            cached = self.__dict__["_max_len"] = int(self.seg_len.max()) if len(self.seg_len) else 0
-        return cached
+        return self._once("_max_len", lambda: int(self.seg_len.max()) if len(self.seg_len) else 0)
 
     @property
     def releases(self) -> bool:
         """Some key's stream ends in this batch (``key_released.any()``, found once per plan)."""
-        cached = self.__dict__.get("_releases")
-        if cached is None:
-            cached = self.__dict__["_releases"] = bool(self.key_released.any())
-        return cached
+        return self._once("_releases", lambda: bool(self.key_released.any()))
 
     @property
     def carries(self) -> bool:
         """Every segment starts from its key's stored carries, as far as the rows tell (``seg_carry.all()``,
         found once per plan; new keys start from zeros all the same)."""
-        cached = self.__dict__.get("_carries")
-        if cached is None:
-            cached = self.__dict__["_carries"] = bool(self.seg_carry.all())
-        return cached
+        return self._once("_carries", lambda: bool(self.seg_carry.all()))
 
     @property
     def layout(self) -> str:
