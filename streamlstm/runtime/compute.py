@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from streamlstm.layers.fused import fused_lstm_cut
+from streamlstm.runtime.layouts import RaggedLayout, StepLayout
 from streamlstm.runtime.model_plan import RecurrentStage
-from streamlstm.runtime.segments import RaggedLayout, RowPlan, StepLayout
+from streamlstm.runtime.segments import RowPlan
 from streamlstm.runtime.slabs import contiguous_start, index_tensor
 
 __all__ = ["StageResult", "cells_step", "run_stage_chunk", "run_stage_ragged", "run_stage_step"]
@@ -102,7 +103,7 @@ def _put(target: torch.Tensor, index: torch.Tensor | slice, values: torch.Tensor
 
 def run_stage_ragged(stage: RecurrentStage, x: torch.Tensor, layout: RaggedLayout,
                      states: list[torch.Tensor], any_order: bool = False) -> StageResult:
-    """Chunk mode without padding (see :class:`~streamlstm.runtime.segments.RaggedLayout`): ``x`` [n, F]
+    """Chunk mode without padding (see :class:`~streamlstm.runtime.layouts.RaggedLayout`): ``x`` [n, F]
     in input order, no mask; outputs in input order, final states per segment.
 
     The prefix (every segment's first ``steps`` rows) runs as one time-major sequence through the
@@ -173,7 +174,7 @@ def cells_step(stage: RecurrentStage, x: torch.Tensor, states: list[torch.Tensor
 def run_stage_step(stage: RecurrentStage, x: torch.Tensor, layout: StepLayout, states: list[torch.Tensor],
                    has: torch.Tensor | None, mask: torch.Tensor | None, record: bool = False) -> StageResult:
     """Step mode for one recurrent stage: ``x`` [n, F] and ``mask`` [n] in packed order, ``states`` and
-    ``has`` per segment in sorted order (see :class:`~streamlstm.runtime.segments.StepLayout`).
+    ``has`` per segment in sorted order (see :class:`~streamlstm.runtime.layouts.StepLayout`).
 
     Round ``r`` runs the first ``rounds[r]`` segments one step: every read and write is a prefix of
     the previous round's rows, so a round costs one kernel call per cell (:meth:`LSTMCell.step`). The

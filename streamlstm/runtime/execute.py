@@ -13,10 +13,12 @@ import numpy as np
 import torch
 
 from streamlstm.runtime.compute import cells_step, run_stage_chunk, run_stage_ragged, run_stage_step
+from streamlstm.runtime.layouts import StepLayout, ragged_layout, step_layout
 from streamlstm.runtime.model_plan import MaskingStage, ModelPlan, RecurrentStage
-from streamlstm.runtime.segments import RowPlan, StepLayout, ragged_layout, step_layout
+from streamlstm.runtime.placement import Placement
+from streamlstm.runtime.segments import RowPlan
 from streamlstm.runtime.slabs import contiguous_start, index_tensor
-from streamlstm.runtime.store import Placement, StreamStore
+from streamlstm.runtime.store import StreamStore
 
 __all__ = ["Outcome", "execute"]
 
@@ -66,7 +68,7 @@ def _segment_slots(rows: RowPlan, key_slots: np.ndarray, order: np.ndarray | Non
 def _slot_order(rows: RowPlan, placement: Placement, device: torch.device):
     """:func:`_arrangement` in slot order for a step batch of one row per key whose keys are all held
     and carried, with slots ``first .. first + n - 1`` in another order (a fleet whose rows come in a
-    new order every batch: :attr:`Placement.slot_range <streamlstm.runtime.store.Placement.slot_range>`,
+    new order every batch: :attr:`Placement.slot_range <streamlstm.runtime.placement.Placement.slot_range>`,
     found by the key lookup); else None.
 
     Sorted position of key ``k`` (its only segment and row): ``rank[k] = slot[k] - first``. The

@@ -13,9 +13,10 @@ from streamlstm.errors import StreamError
 from streamlstm.runtime import report, segments
 from streamlstm.runtime.execute import Outcome
 from streamlstm.runtime.keys import KeyIndex, Lookup
+from streamlstm.runtime.placement import Placement
 from streamlstm.runtime.schema import ParsedBatch
 from streamlstm.runtime.segments import RowPlan, periodic_plan
-from streamlstm.runtime.store import Placement, StreamStore
+from streamlstm.runtime.store import StreamStore
 
 __all__ = ["BatchPlan", "PreparedFeed"]
 

@@ -17,12 +17,13 @@ from streamlstm.errors import ConfigError, StreamError
 from streamlstm.runtime import report
 from streamlstm.runtime.eviction import Eviction
 from streamlstm.runtime.execute import Outcome, execute
-from streamlstm.runtime.keys import KeyIndex, Lookup
+from streamlstm.runtime.keys import KeyIndex
 from streamlstm.runtime.model_plan import build_plan
+from streamlstm.runtime.placement import Placement, Stamp
 from streamlstm.runtime.prepared import BatchPlan, PreparedFeed
 from streamlstm.runtime.schema import BatchParser, Columns, ParsedBatch, key_kind
 from streamlstm.runtime.segments import RowPlan, plan_rows
-from streamlstm.runtime.store import Placement, Stamp, StreamStore
+from streamlstm.runtime.store import StreamStore
 from streamlstm.runtime.stream_state import StreamStateMixin
 from streamlstm.runtime.times import LATE_POLICIES, check_times, keep_rows
 from streamlstm.runtime.transfer import TransferMixin
@@ -322,13 +323,14 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         """The keys resolved and the rows laid out, from the previous batch's plan when it had the same
         key column or the batch continues its recording (and neither batch resets or ends a stream)."""
         recent = self._recent
-        if recent is not None and recent.generation == self._store.generation and _plain(parsed):
+        if recent is not None and recent.generation == self._store.generation and parsed.plain():
             reused = recent.next_for(parsed.keys)
             if reused is not None:
                 return reused
         store = self._store
         kind = key_kind(parsed.keys.type)
-        lookup = store.lookup(parsed.keys, kind) if store is not None else _new_lookup(parsed.keys, kind)
+        # Before the first batch's commit there is no store: every key is new.
+        lookup = store.lookup(parsed.keys, kind) if store is not None else KeyIndex(kind).lookup(parsed.keys)
         row_plans = {back: plan_rows(lookup.group, lookup.distinct, parsed.reset, parsed.end, back, lookup.first_row)
                      for back in {stage.go_backwards for stage in self._plan.recurrent}}
         rows = next(iter(row_plans.values()))
@@ -383,7 +385,7 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         if plan is self._recent and plan.generation == self._store.generation:
             return   # still valid: the same keys again
         self._recent = None
-        if not _plain(parsed) or plan.rows.releases:
+        if not parsed.plain() or plan.rows.releases:
             return
         plan.generation = self._store.generation
         plan.committed = None if plan.placement.settled else slots   # a new plan is made only if reused
@@ -437,16 +439,6 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
 
     def _repr_html_(self) -> str:
         return report.html(*self._summary())
-
-
-def _plain(parsed: ParsedBatch) -> bool:
-    """No row resets or ends a stream (the row layout then depends on the key column only)."""
-    return (parsed.reset is None or not parsed.reset.any()) and (parsed.end is None or not parsed.end.any())
-
-
-def _new_lookup(keys: pa.Array, kind: str) -> Lookup:
-    """The first batch of a runtime whose model is not built yet: every key is new."""
-    return KeyIndex(kind).lookup(keys)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

@@ -83,6 +83,10 @@ class ParsedBatch:
     time: np.ndarray | None = None     # int64 or float64 [num_rows]
     time_column: pa.Array | None = None
 
+    def plain(self) -> bool:
+        """No row resets or ends a stream (the row layout then depends on the key column only)."""
+        return (self.reset is None or not self.reset.any()) and (self.end is None or not self.end.any())
+
 
 def key_kind(arrow_type: pa.DataType) -> str | None:
     """``"int"`` or ``"str"`` for a supported key type, else None."""

@@ -10,7 +10,7 @@ import pyarrow as pa
 import torch
 
 from streamlstm.errors import ArgumentTypeError, ShapeError, StateError
-from streamlstm.runtime.store import Stamp
+from streamlstm.runtime.placement import Stamp
 
 __all__ = ["StreamStateMixin", "State"]
 

@@ -5,7 +5,7 @@
 Per stream, times increase strictly across rows and batches: a row is *late* when its time is at or
 before an earlier time of the same stream, in this batch (the same life: an ``end`` row starts a new
 one) or, for the key's first life in the batch, the time the store holds (``last_time`` where
-``has_time``; committed with the :class:`~streamlstm.runtime.store.Stamp` of each batch). With
+``has_time``; committed with the :class:`~streamlstm.runtime.placement.Stamp` of each batch). With
 ``late="raise"`` a late row rejects the whole batch; with ``late="drop"`` late rows are left out (their
 output is null) and the caller counts them.
 """

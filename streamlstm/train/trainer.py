@@ -14,9 +14,10 @@ from streamlstm.errors import ArgumentTypeError, ConfigError, SchemaError, Strea
 from streamlstm.layers.base import Layer, apply_constraints
 from streamlstm.runtime import StreamRuntime
 from streamlstm.runtime.model_plan import build_plan
+from streamlstm.runtime.placement import Placement, Stamp
 from streamlstm.runtime.schema import BatchParser, ParsedBatch, key_kind
 from streamlstm.runtime.segments import plan_rows
-from streamlstm.runtime.store import Placement, Stamp, StreamStore
+from streamlstm.runtime.store import StreamStore
 from streamlstm.runtime.times import check_times, keep_rows
 from streamlstm.train.forward import TrainOutcome, forward
 from streamlstm.train.losses import resolve_loss

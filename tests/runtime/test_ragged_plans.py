@@ -13,7 +13,8 @@ from runtime_helpers import F, feed_all, lstm, two_lstm_model, whole_sequence
 
 import streamlstm as sl
 from streamlstm.runtime import segments, slabs
-from streamlstm.runtime.segments import plan_rows, ragged_layout, step_layout
+from streamlstm.runtime.layouts import ragged_layout, step_layout
+from streamlstm.runtime.segments import plan_rows
 
 NEVER = 1 << 62   # PERIODIC_ROWS that turns the shared plans off
 

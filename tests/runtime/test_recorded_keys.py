@@ -15,9 +15,10 @@ from runtime_helpers import F, feed_all, lstm, make_batch, outputs, reference
 import streamlstm as sl
 from streamlstm.runtime import segments, slabs
 from streamlstm.runtime.keys import KeyIndex
+from streamlstm.runtime.placement import Placement
 from streamlstm.runtime.prepared import BatchPlan
 from streamlstm.runtime.segments import plan_rows
-from streamlstm.runtime.store import Placement, StreamStore
+from streamlstm.runtime.store import StreamStore
 
 SETTINGS = settings(max_examples=40, deadline=None)
 NEVER = 1 << 62   # PERIODIC_ROWS that turns the shortcuts off

@@ -1,4 +1,4 @@
-"""Step mode's layout (segments.step_layout) against a layout built row by row in plain Python, for
+"""Step mode's layout (layouts.step_layout) against a layout built row by row in plain Python, for
 random live batches: keys drawn with repeats, resets, ends, both directions. The end-to-end numbers
 (step == chunk == one stream at a time) are checked in test_properties.py and test_live_rounds.py."""
 
@@ -8,7 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlstm.runtime.segments import plan_rows, step_layout
+from streamlstm.runtime.layouts import step_layout
+from streamlstm.runtime.segments import plan_rows
 
 
 @st.composite
