@@ -133,18 +133,18 @@ def _per_key(finals: list[torch.Tensor], has: torch.Tensor | None,
 
 def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: RowPlan, placement: Placement,
                h: torch.Tensor, mask: torch.Tensor | None, step: bool, record: bool, memo: dict,
-               keep_order: bool = False, rotation: tuple[int, int] | None = None):
+               keep_order: bool = False):
     """One recurrent stage in input row order: (outputs, finals, has, row states, key order): finals
-    and has per key, or with ``keep_order`` possibly in the order ``key order`` (see _arrangement).
-    ``rotation``: as for :func:`execute`."""
+    and has per key, or with ``keep_order`` possibly in the order ``key order`` (see _arrangement)."""
     device, key_slots = h.device, placement.key_slots
     arrangement = memo.get((stage.go_backwards, step))
     if arrangement is None:
         arrangement = memo[(stage.go_backwards, step)] = _arrangement(rows, placement, step, device, keep_order)
     seg_slots, carry, perm, back, final_of_key, layout, start, key_order = arrangement
-    # Segment k reads key k's slot when seg_slots are the keys' slots (not a copy): the rotation holds for them.
-    states, has = store.gather(number, seg_slots, carry, mask is not None, start,
-                               rotation if seg_slots is key_slots else None)
+    # Segment k reads key k's slot when seg_slots are the keys' slots (not a copy): a settled placement's
+    # rotation (the commit needs it anyway) then holds for them.
+    rotation = placement.rotation if seg_slots is key_slots and placement.settled else None
+    states, has = store.gather(number, seg_slots, carry, mask is not None, start, rotation)
     if mask is None and not record and perm is None and final_of_key is None and layout is not None \
             and len(layout.rounds) == 1:   # every stream one row, in key order: one step, nothing to reorder
         finals = cells_step(stage, h, states, None)
@@ -173,13 +173,13 @@ def _run_stage(stage: RecurrentStage, number: int, store: StreamStore, rows: Row
 
 def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan], placement: Placement,
             x: torch.Tensor, mask: torch.Tensor | None, step: bool, record: bool = False,
-            memo: dict | None = None, rotation: tuple[int, int] | None = None) -> Outcome:
+            memo: dict | None = None) -> Outcome:
     """Run the batch; ``row_plans[go_backwards]`` lays out the rows for the layers of that direction,
     ``placement`` places its keys (``key_slots`` [keys]: each key's slot or -1 for a new key), ``step``
     picks step mode (else chunk mode); ``record`` keeps every row's states (step mode). ``memo`` keeps
-    what is derived from the row plans and slots for the next batch with the same ones. ``rotation``:
-    :func:`~streamlstm.runtime.slabs.whole_rotation` of ``key_slots`` when the caller knows it (a
-    recording's batch that starts mid-round reads its carries without looking at the slots)."""
+    what is derived from the row plans and slots for the next batch with the same ones. A settled
+    placement's :attr:`~streamlstm.runtime.placement.Placement.rotation` (which its commit needs anyway)
+    lets a recording's batch that starts mid-round read its carries without looking at the slots."""
     memo = {} if memo is None else memo
     h = x
     finals, has_out, row_states = [], [], []
@@ -193,8 +193,7 @@ def execute(plan: ModelPlan, store: StreamStore, row_plans: dict[bool, RowPlan],
             continue
         rows = row_plans[stage.go_backwards]
         h, stage_finals, stage_has, states, key_order = _run_stage(stage, len(finals), store, rows, placement, h,
-                                                                   mask, step or record, record, memo, single,
-                                                                   rotation)
+                                                                   mask, step or record, record, memo, single)
         finals.append(stage_finals)
         has_out.append(stage_has)
         if record:

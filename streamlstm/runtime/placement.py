@@ -106,13 +106,19 @@ class Placement:
         written = self.key_slots[order]
         return written, contiguous_start(written)
 
+    @property
+    def turn(self) -> tuple[int | None, int]:
+        """``(first, offset)`` when the keys' slots are one range, key ``i`` holding slot ``first + (i +
+        offset) % n`` (offset 0: :attr:`start`; else :attr:`rotation`); ``(None, 0)`` otherwise."""
+        start = self.start
+        return (start, 0) if start is not None else self.rotation or (None, 0)
+
     def turn_of(self, before: Placement, shift: int) -> None:
         """Know :attr:`start` and :attr:`rotation` without a pass over the slots when they are ``before``'s
         turned by ``shift`` (``key_slots[i] = before.key_slots[(i + shift) % n]``: a recording's next
         batch, see :meth:`BatchPlan.continued <streamlstm.runtime.prepared.BatchPlan.continued>`) and
         ``before``'s are one range of slots, rotated or not."""
-        start = before.start
-        first, offset = (start, 0) if start is not None else before.rotation or (None, 0)
+        first, offset = before.turn
         if first is not None:
             self.__dict__["_start"], self.__dict__["_rotation"] = turned_range(first, offset + shift,
                                                                                len(self.key_slots))

@@ -357,10 +357,8 @@ class StreamRuntime(StreamStateMixin, TransferMixin):
         grad = torch.is_grad_enabled()
         _set_grad_enabled(False)   # cheaper than a context manager (or set_grad_enabled's object) at one row
         try:
-            placement = plan.placement   # a settled placement's rotation is needed by the commit anyway
-            return execute(self._plan, store, plan.row_plans, placement, x, mask,
-                           self._use_step(plan.rows), self.return_state, plan.memo,
-                           placement.rotation if placement.settled else None)
+            return execute(self._plan, store, plan.row_plans, plan.placement, x, mask,
+                           self._use_step(plan.rows), self.return_state, plan.memo)
         finally:
             _set_grad_enabled(grad)
 

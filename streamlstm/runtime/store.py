@@ -37,10 +37,7 @@ from streamlstm.errors import StateError
 from streamlstm.runtime.key_groups import key_group_of_hashes, stable_hash
 from streamlstm.runtime.keys import KeyIndex, Lookup
 from streamlstm.runtime.placement import Placement, Stamp
-from streamlstm.runtime.slabs import (
-    CarrySlabs,
-    index_tensor,
-)
+from streamlstm.runtime.slabs import CarrySlabs, index_tensor
 
 __all__ = ["StreamStore"]
 
@@ -248,11 +245,7 @@ class StreamStore:
                     flagged = flagged and has is None
             placement.flagged = flagged
             keys = order if order is not None and at is not None else None   # key order[j] has slot at + j
-            if keys is not None:
-                first, offset = at, 0
-            else:
-                start = placement.start
-                first, offset = (start, 0) if start is not None else placement.rotation or (None, 0)
+            first, offset = (at, 0) if keys is not None else placement.turn
             if first is None or stamp.times is not None:
                 self._stamp(written if keys is not None else slots, stamp, keys, first if not offset else None)
             else:   # written when read (see _flush); a newer stamp of the same slots replaces it
