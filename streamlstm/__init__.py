@@ -26,9 +26,14 @@ from streamlstm.io import load_model, load_runtime, save_model, save_runtime
 from streamlstm.io.replay import ReplaySummary, replay, replay_table, replay_to_file
 from streamlstm.keras_import import load_keras, save_keras
 from streamlstm.layers import LSTM, RNN, LSTMCell, StackedRNNCells
+from streamlstm.reproducible import default_to_reproducible_blas
 from streamlstm.runtime import StreamRuntime
 from streamlstm.runtime.key_groups import key_group
 from streamlstm.train import StreamTrainer, fit_streams
+
+# Before MKL's first call (no import above makes one; tests/test_reproducible.py checks): see
+# streamlstm.reproducible.
+default_to_reproducible_blas()
 
 __version__ = "0.1.0"
 
