@@ -14,8 +14,9 @@ Importing streamlstm therefore sets both, unless the environment already names t
 MKL reads at its first call (so it applies unless the process ran MKL code before importing
 streamlstm), and the thread count set again to its current value, which turns MKL's dynamic
 adjustment off (PyTorch does so on every ``torch.set_num_threads``; MKL reads ``MKL_DYNAMIC`` too
-early for a default to help). Replay and
-the fused layers measured no slower in CNR mode on this project's 2-core CI machine (AMD EPYC).
+early for a default to help). On a 2-core AMD EPYC VM, ``benchmarks/bench_runtime.py`` showed no
+cost beyond its run-to-run noise (its raw PyTorch baselines moved by up to 20% between runs, in either
+mode).
 """
 
 from __future__ import annotations
