@@ -65,6 +65,27 @@ def read_arrow(path: Path) -> pa.Table:
         return pa.ipc.open_file(source).read_all()
 
 
+def assert_same_output(got: pa.Table, expected: pa.Table) -> None:
+    """``got.equals(expected)``; where not, say where and by how much the outputs differ (last bits or
+    a real difference), so that a failure in CI can be read."""
+    if got.equals(expected):
+        return
+    assert got.schema == expected.schema and got.num_rows == expected.num_rows, (got.schema, expected.schema)
+    out, ref = (_values(t.column("output").combine_chunks()).reshape(t.num_rows, -1) for t in (got, expected))
+    rows = np.flatnonzero((out != ref).any(axis=1))
+    first = int(rows[0]) if len(rows) else None
+    where = "" if first is None else f", first at row {first} ({got.slice(first, 1).drop(['output']).to_pylist()[0]})"
+    raise AssertionError(f"the outputs differ in {len(rows)} of {got.num_rows} rows{where}, by up to "
+                         f"{float(np.abs(out - ref).max()):.3g}; other columns equal: "
+                         f"{got.drop(['output']).equals(expected.drop(['output']))}")
+
+
+def _values(column: pa.Array) -> np.ndarray:
+    while pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
+        column = column.flatten()
+    return np.asarray(column)
+
+
 def feed_directly(table: pa.Table, model: torch.nn.Module, batch_rows: int, **options) -> pa.Table:
     """What replay should produce: the runtime fed the table cut into ``batch_rows``-row batches."""
     runtime = sl.StreamRuntime(model, **options)
