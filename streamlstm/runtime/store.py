@@ -13,7 +13,8 @@ It holds three things, and nothing else writes them:
 The public methods are the whole interface: :meth:`lookup` and :meth:`find` resolve keys, :meth:`gather`
 reads carries, :meth:`commit` writes a batch's results (the single writer of a feed), :meth:`release`,
 :meth:`zero`, :meth:`put` (set one stream's carries), :meth:`export` and :meth:`import_streams` move
-streams between stores, and :meth:`compact` gives memory back after many streams left.
+streams between stores, and :meth:`compact` gives memory back after streams left (the slabs' and the
+process heap's, see :mod:`~streamlstm.runtime.heap`).
 
 ``generation`` changes whenever a slot that held a stream is freed or moved, so a plan cached for a
 batch of keys (their slots) stays valid while it is unchanged. ``version`` changes on every write, so a
@@ -34,6 +35,7 @@ import torch
 
 from streamlstm.arrow import as_tensor
 from streamlstm.errors import StateError
+from streamlstm.runtime import heap
 from streamlstm.runtime.key_groups import key_group_of_hashes, stable_hash
 from streamlstm.runtime.keys import KeyIndex, Lookup
 from streamlstm.runtime.placement import Placement, Stamp
@@ -196,14 +198,16 @@ class StreamStore:
         self.generation += 1
 
     def compact(self) -> bool:
-        """Move the live streams to the lowest slots and shrink the slabs when fewer than a quarter of
-        the slots are live, so the memory of departed streams goes back to the operating system.
-        Returns whether it did."""
+        """Give memory back after streams were released: move the live streams to the lowest slots and
+        shrink the slabs when fewer than a quarter of the slots are live (the memory of departed streams
+        goes back to the operating system), and hand the process heap's free pages back
+        (:func:`~streamlstm.runtime.heap.give_back`, rate-limited). Returns whether the slabs shrank."""
         live = len(self)
-        if self.capacity <= self.initial_capacity or live * 4 > self.capacity:
-            return False
-        self._resize(max(self.initial_capacity, 2 * live), self.live_slots())
-        return True
+        shrink = self.capacity > self.initial_capacity and live * 4 <= self.capacity
+        if shrink:
+            self._resize(max(self.initial_capacity, 2 * live), self.live_slots())
+        heap.give_back()
+        return shrink
 
     # -- writing ------------------------------------------------------------------------------------
     def set_key_kind(self, kind: str) -> None:
