@@ -375,7 +375,7 @@ def replay(rounds: int) -> Section:
                    "rows/s)", RATE_HEADERS, table, figures, goals)
 
 
-# -- memory: each part runs in a fresh process (``--child growth|churn``) -----------------------------------
+# -- memory: each part runs in a fresh process (``--child growth|churn|refeed``) ----------------------------
 def resident_bytes(collect: bool = True) -> int:
     if collect:
         gc.collect()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,3 +122,15 @@ def assert_same_states(got_rt: Any, expected_rt: Any, keys: Any) -> None:
         for (h, c), (h_ref, c_ref) in zip(got_rt.state(key), expected_rt.state(key)):
             np.testing.assert_allclose(h, h_ref, **TOL)
             np.testing.assert_allclose(c, c_ref, **TOL)
+
+
+def child_json(code: str, *args: str) -> dict[str, Any]:
+    """Run ``code`` in a fresh Python (this checkout's streamlstm importable) with ``args``, and return the
+    JSON object its last line of output prints (memory figures that other tests' allocations must not move)."""
+    env = dict(os.environ)
+    package_root = str(Path(sl.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -7,15 +7,9 @@ fragmented heap's free memory must leave the resident set, and a runtime that ev
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from runtime_helpers import child_json
 
-import streamlstm as sl
 from streamlstm.runtime.heap import HeapTrimmer, give_back
 
 MiB = 2**20
@@ -70,16 +64,6 @@ def test_a_trim_in_progress_makes_other_callers_skip() -> None:
     assert inner == [False] and trimmer.trims == 1
 
 
-def run_child(code: str) -> dict:
-    env = dict(os.environ)
-    package_root = str(Path(sl.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 FRAGMENTED = r"""
 import json, os
 import numpy as np
@@ -103,7 +87,7 @@ print(json.dumps({"base": base, "held": held, "after": rss(), "trimmed": trimmed
 
 @glibc_only
 def test_malloc_trim_returns_a_fragmented_heaps_free_pages() -> None:
-    result = run_child(FRAGMENTED)
+    result = child_json(FRAGMENTED)
     held, after = result["held"] - result["base"], result["after"] - result["base"]
     assert result["trimmed"]
     assert held >= 150 * MiB, f"the freed blocks were already returned ({held / MiB:.0f} MiB held): no test"
@@ -127,6 +111,6 @@ print(json.dumps({"before": before, "after": give_back.trims, "streams": len(rt)
 
 @glibc_only
 def test_an_eviction_gives_free_heap_memory_back() -> None:
-    result = run_child(EVICTING)
+    result = child_json(EVICTING)
     assert result["streams"] == 10
     assert result["before"] == 0 and result["after"] == 1

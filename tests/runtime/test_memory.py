@@ -16,16 +16,10 @@ as ``benchmarks/bench_runtime.py`` section 7 does.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-import streamlstm as sl
+from runtime_helpers import child_json
 
 pytestmark = pytest.mark.slow
 
@@ -72,14 +66,7 @@ print(json.dumps(result))
 def run_child(total: int, per_batch: int, max_streams: int = 0) -> dict[str, Any]:
     """Feed ``total`` new int keys, ``per_batch`` a batch, in a fresh process; resident bytes (after gc) at
     the baseline, when ``max_streams`` were first held, and at the end."""
-    env = dict(os.environ)
-    package_root = str(Path(sl.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    code = CHILD.format(units=UNITS, features=FEATURES)
-    done = subprocess.run([sys.executable, "-c", code, str(total), str(per_batch), str(max_streams)], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(CHILD.format(units=UNITS, features=FEATURES), str(total), str(per_batch), str(max_streams))
 
 
 def test_resident_growth_of_new_streams_within_budget() -> None:
